@@ -1,0 +1,304 @@
+"""The `progcodec` command line: a thin layer over progcodec.codec.
+
+Exit status: 0 success, 1 bad input or corrupt data (one line on stderr), 2 usage error.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+from PIL import Image, UnidentifiedImageError
+
+from . import codec
+from .container import FormatError
+from .weights import DEFAULT_MODEL, WeightsError
+
+# Pillow refuses images above ~179 Mpx with a DecompressionBombError; ours are bounded anyway.
+Image.MAX_IMAGE_PIXELS = None
+
+EXIT_BAD_INPUT = 1
+_INPUT_ERRORS = (codec.CodecError, FormatError, WeightsError, OSError, UnidentifiedImageError,
+                 Image.DecompressionBombError, ValueError, SyntaxError)
+
+
+class InputError(Exception):
+    """A per-file failure with a one-line message."""
+
+
+def _err(msg: str) -> None:
+    click.echo(f"progcodec: error: {msg}", err=True)
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"progcodec: warning: {msg}", err=True)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    if isinstance(e, UnidentifiedImageError):
+        return "not a readable image"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def write_atomic(path: str, data: bytes, inputs: tuple[str, ...] = ()) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written output."""
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    for i in inputs:
+        if i != "-" and Path(i).exists() and target.exists() and target.resolve() == Path(i).resolve():
+            raise InputError(f"{path}: refusing to overwrite an input file")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_image(path: str) -> Image.Image:
+    data = _read_input(path)
+    if not data:
+        raise InputError(f"{path}: empty file")
+    try:
+        im = Image.open(io.BytesIO(data))
+        im.load()
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not a readable image") from None
+    return im
+
+
+def _prefix_options(f):
+    f = click.option("--quality", "-q", type=click.FloatRange(0, 1), default=None,
+                     help="Keep a prefix chosen by quality Q in [0, 1]: 0 is the smallest decodable "
+                          "prefix, 1 the whole file; bytes = min * (total/min) ** Q, so equal steps "
+                          "of Q are equal ratios of bytes.")(f)
+    f = click.option("--bytes", "-b", "nbytes", type=click.IntRange(min=1), default=None,
+                     help="Keep the first N bytes of the file (at least its minimum decodable length).")(f)
+    f = click.option("--bpp", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Keep a prefix of B bits per pixel: floor(B * width * height / 8) bytes.")(f)
+    return f
+
+
+def _check_one_prefix(quality, nbytes, bpp) -> None:
+    if sum(v is not None for v in (quality, nbytes, bpp)) > 1:
+        raise click.UsageError("give at most one of --quality, --bytes, --bpp")
+
+
+_model_option = click.option(
+    "--model", "-m", default=DEFAULT_MODEL, show_default=True,
+    help="Shipped model name, or path to a .safetensors weight file.")
+_device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where the networks run; auto picks CUDA when available. Files are identical either way.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="progcodec")
+def main():
+    """progcodec: progressive learned image codec.
+
+    An image is encoded once into a .pic file; any prefix of that file, cut at any byte at or
+    past its minimum length (header and hyperprior), decodes to a complete image whose quality
+    rises with the bytes kept.
+
+    Exit status: 0 success, 1 bad input or corrupt data, 2 usage error.
+    """
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "-o", default=None,
+              help="Output .pic file, '-' for stdout, or a directory (required for several inputs; "
+                   "created if missing). Default: the input path with suffix .pic.")
+@_prefix_options
+@_model_option
+@_device_option
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary lines.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per input (input, output, bytes, bpp, seconds) on stdout.")
+def encode(inputs, output, quality, nbytes, bpp, model, device, quiet, as_json):
+    """Encode images (PNG, JPEG, ... ; '-' reads stdin) into .pic files.
+
+    With several inputs, a failing file is reported and skipped; the exit status is then 1."""
+    _check_one_prefix(quality, nbytes, bpp)
+    many = len(inputs) > 1
+    out_dir = None
+    if output is not None and output != "-" and (many or Path(output).is_dir()):
+        out_dir = Path(output)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    elif many:
+        raise click.UsageError("several inputs need -o DIRECTORY")
+    if output is None and "-" in inputs:
+        raise click.UsageError("reading stdin needs -o FILE or -o -")
+    if output == "-" and as_json:
+        raise click.UsageError("--json and -o - both use stdout")
+
+    failures = 0
+    show_bar = many and not quiet and not as_json
+    with click.progressbar(inputs, label="encoding", file=sys.stderr, show_pos=True,
+                           hidden=not show_bar) as bar:
+        for inp in bar:
+            if out_dir is not None:
+                dest = str(out_dir / (Path(inp).stem + ".pic"))
+            else:
+                dest = output or str(Path(inp).with_suffix(".pic"))
+            try:
+                t0 = time.perf_counter()
+                im = _load_image(inp)
+                data = codec.encode(im, model=model, device=device, quality=quality,
+                                    nbytes=nbytes, bpp=bpp)
+                seconds = time.perf_counter() - t0
+                write_atomic(dest, data, inputs)
+            except (InputError, *_INPUT_ERRORS) as e:
+                failures += 1
+                _err(f"{inp}: {_describe(e)}" if not str(e).startswith(inp) else _describe(e))
+                continue
+            w, h = im.size
+            rec = {"input": inp, "output": dest, "bytes": len(data),
+                   "bpp": 8 * len(data) / (w * h), "width": w, "height": h,
+                   "seconds": round(seconds, 4)}
+            if as_json:
+                click.echo(json.dumps(rec))
+            elif not quiet and dest != "-" and not many:
+                click.echo(f"{inp} -> {dest}: {len(data)} bytes, {rec['bpp']:.4f} bpp, "
+                           f"{seconds:.2f} s", err=True)
+    if failures:
+        if many:
+            _err(f"{failures} of {len(inputs)} inputs failed")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
+@click.argument("input")
+@click.option("--output", "-o", default=None,
+              help="Output image (format from its suffix: .png, .ppm, .bmp, .tif ...), or '-' for "
+                   "PNG on stdout. Default: the input path with suffix .png.")
+@_prefix_options
+@_model_option
+@_device_option
+@click.option("--strict", is_flag=True,
+              help="Fail on a block that fails its checksum instead of decoding the intact prefix.")
+@click.option("--quiet", is_flag=True, help="No summary line.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON object (bytes used, elements decoded, seconds) on stdout.")
+def decode(input, output, quality, nbytes, bpp, model, device, strict, quiet, as_json):
+    """Decode a .pic file, or any prefix of one ('-' reads stdin), into an image."""
+    _check_one_prefix(quality, nbytes, bpp)
+    if output is None:
+        if input == "-":
+            raise click.UsageError("reading stdin needs -o FILE or -o -")
+        output = str(Path(input).with_suffix(".png"))
+    if output == "-" and as_json:
+        raise click.UsageError("--json and -o - both use stdout")
+    try:
+        t0 = time.perf_counter()
+        data = _read_input(input)
+        d = codec.decode_detailed(data, quality=quality, nbytes=nbytes, bpp=bpp, model=model,
+                                  device=device, strict=strict)
+        seconds = time.perf_counter() - t0
+        buf = io.BytesIO()
+        fmt = "PNG" if output == "-" else None
+        if fmt is None:
+            ext = Path(output).suffix.lower()
+            fmt = Image.registered_extensions().get(ext)
+            if fmt is None:
+                raise InputError(f"{output}: unknown image format suffix {ext!r}")
+        d.image.save(buf, format=fmt)
+        write_atomic(output, buf.getvalue(), (input,))
+    except (InputError, *_INPUT_ERRORS) as e:
+        _err(f"{input}: {_describe(e)}")
+        sys.exit(EXIT_BAD_INPUT)
+    for w in d.warnings:
+        _warn(f"{input}: {w}")
+    w, h = d.image.size
+    rec = {"input": input, "output": output, "bytes_used": d.bytes_used,
+           "bpp": 8 * d.bytes_used / (w * h), "elements_decoded": d.elements_decoded,
+           "elements_total": d.elements_total, "width": w, "height": h,
+           "seconds": round(seconds, 4), "warnings": d.warnings}
+    if as_json:
+        click.echo(json.dumps(rec))
+    elif not quiet and output != "-":
+        click.echo(f"{input} -> {output}: {d.bytes_used} bytes ({rec['bpp']:.4f} bpp), "
+                   f"{d.elements_decoded}/{d.elements_total} elements, {seconds:.2f} s", err=True)
+
+
+@main.command()
+@click.argument("input")
+@click.option("--output", "-o", required=True, help="Output .pic file, or '-' for stdout.")
+@_prefix_options
+def truncate(input, output, quality, nbytes, bpp):
+    """Write a smaller valid .pic: a prefix of INPUT chosen by --quality, --bytes or --bpp."""
+    _check_one_prefix(quality, nbytes, bpp)
+    if quality is None and nbytes is None and bpp is None:
+        raise click.UsageError("give one of --quality, --bytes, --bpp")
+    try:
+        data = _read_input(input)
+        write_atomic(output, codec.truncate(data, quality=quality, nbytes=nbytes, bpp=bpp), (input,))
+    except (InputError, *_INPUT_ERRORS) as e:
+        _err(f"{input}: {_describe(e)}")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
+@click.argument("input")
+@_model_option
+@click.option("--json", "as_json", is_flag=True, help="Print the fields as one JSON object.")
+def info(input, model, as_json):
+    """Describe a .pic file: format, model, image size, bytes, bpp, y elements decodable."""
+    try:
+        rec = codec.info(_read_input(input), model=model)
+    except (InputError, *_INPUT_ERRORS) as e:
+        _err(f"{input}: {_describe(e)}")
+        sys.exit(EXIT_BAD_INPUT)
+    if as_json:
+        click.echo(json.dumps(rec))
+        return
+    for k, v in rec.items():
+        if k == "bpp":
+            v = f"{v:.4f}"
+        click.echo(f"{k:22s} {v}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def train(args):
+    """Train a model (same as python -m progcodec.train; --help for its options)."""
+    from . import train as training
+    sys.exit(training.main(list(args)))
+
+
+def run() -> None:
+    """Console entry point: no traceback reaches the user unless PROGCODEC_DEBUG is set."""
+    try:
+        main(standalone_mode=True)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except Exception as e:  # a bug or a resource failure: still one line, still exit 1
+        if os.environ.get("PROGCODEC_DEBUG"):
+            raise
+        _err(f"internal error: {type(e).__name__}: {_describe(e)} (set PROGCODEC_DEBUG=1 for details)")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+if __name__ == "__main__":
+    run()

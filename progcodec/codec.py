@@ -1,0 +1,254 @@
+"""Encode and decode images: the Python API under the CLI.
+
+    data = progcodec.encode(image)               # bytes of a .pic file
+    img  = progcodec.decode(data, quality=0.4)   # PIL image from a prefix of it
+
+Exactness (DESIGN.md 3): the scale index and the order come from the integer network; the
+encoder runs its analysis and mean networks in float64, so the symbols (and bytes) it writes
+do not depend on thread count or kernel choice; the decoder's synthesis runs in float32.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import container, entropy
+from .container import FormatError, Header
+from .model import STRIDE, coding_order
+from .weights import DEFAULT_MODEL, LoadedModel, load_model
+
+
+class CodecError(Exception):
+    """Bad input for the codec (one line for the user)."""
+
+
+# ---- model and device handling ---------------------------------------------------------------
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CodecError("--device cuda: no CUDA device available")
+    return torch.device(device)
+
+
+class _Runtime:
+    """A loaded model prepared for coding on one device (cached)."""
+
+    def __init__(self, loaded: LoadedModel, device: torch.device):
+        m = loaded.model
+        self.loaded = loaded
+        self.device = device
+        self.models = entropy.Models(m.tables)
+        self.levels = m.config.levels
+        self.z_channels, self.y_channels = m.config.N, m.config.M
+        # float64 copies: encoder analysis and the (cheap, low-resolution) mean network
+        self.g_a64 = copy.deepcopy(m.g_a).double().to(device).eval()
+        self.h_a64 = copy.deepcopy(m.h_a).double().to(device).eval()
+        self.h_mean64 = copy.deepcopy(m.h_mean).double().to(device).eval()
+        self.scale_net = m.scale_net.to(device)
+        self.g_s = copy.deepcopy(m.g_s).float().to(device).eval()
+        if device.type == "cpu":
+            self.g_s = self.g_s.to(memory_format=torch.channels_last)
+
+    def hyper(self, z_sym: torch.Tensor):
+        """z symbols (1,C,h,w) -> mu float64 and scale index int64, flattened in C,H,W order."""
+        mu = self.h_mean64(z_sym.to(torch.float64))
+        idx = self.scale_net(z_sym)
+        return mu.reshape(-1), idx.reshape(-1)
+
+
+_runtimes: dict[tuple, _Runtime] = {}
+
+
+def runtime(model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto") -> _Runtime:
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    dev = pick_device(device)
+    key = (id(loaded), str(dev))
+    if key not in _runtimes:
+        _runtimes[key] = _Runtime(loaded, dev)
+    return _runtimes[key]
+
+
+# ---- images -----------------------------------------------------------------------------------
+def to_rgb_array(image) -> np.ndarray:
+    """A PIL image or an HxWx3 uint8 array -> HxWx3 uint8 array."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise CodecError(f"expected an HxWx3 uint8 array, got shape {arr.shape} dtype {arr.dtype}")
+    return arr
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % STRIDE, (-w) % STRIDE
+    if ph or pw:  # replicate the border: no artificial edge for the transform to code
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+# ---- prefix selection -------------------------------------------------------------------------
+def prefix_length(min_len: int, total: int, width: int, height: int, *, quality=None,
+                  nbytes=None, bpp=None) -> int:
+    """Bytes to keep for one of --quality/--bytes/--bpp (at most one given; none: all).
+
+    quality Q in [0, 1] maps geometrically: min_len * (total / min_len) ** Q, so 0 is the
+    smallest decodable prefix, 1 the whole file, and equal steps of Q are equal ratios of bytes.
+    """
+    given = [v is not None for v in (quality, nbytes, bpp)]
+    if sum(given) > 1:
+        raise CodecError("give at most one of quality, bytes, bpp")
+    if quality is not None:
+        if not 0.0 <= quality <= 1.0:
+            raise CodecError(f"quality must be in [0, 1], got {quality}")
+        n = int(round(min_len * (total / min_len) ** quality))
+    elif nbytes is not None:
+        n = int(nbytes)
+    elif bpp is not None:
+        if bpp <= 0:
+            raise CodecError(f"bpp must be positive, got {bpp}")
+        n = int(math.floor(bpp * width * height / 8))
+    else:
+        return total
+    if n < min_len:
+        raise CodecError(f"{n} bytes is below this file's minimum decodable length of {min_len} bytes")
+    return min(n, total)
+
+
+# ---- encode ---------------------------------------------------------------------------------
+@torch.no_grad()
+def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto",
+           quality=None, nbytes=None, bpp=None) -> bytes:
+    """Encode an image (PIL image or HxWx3 uint8 array) into .pic bytes.
+
+    quality/nbytes/bpp keep only a prefix of the file (see prefix_length)."""
+    rgb = to_rgb_array(image)
+    h, w = rgb.shape[:2]
+    if h < 1 or w < 1:
+        raise CodecError("empty image")
+    if w > container.MAX_SIDE or h > container.MAX_SIDE or w * h > container.MAX_PIXELS:
+        raise CodecError(f"image of {w}x{h} pixels exceeds the limit of {container.MAX_PIXELS} pixels")
+    rt = runtime(model, device)
+    x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
+    x = _pad(x.permute(2, 0, 1)[None].to(torch.float64) / 255)
+    y = rt.g_a64(x)
+    z_sym = torch.round(rt.h_a64(y)).to(torch.int64)
+    mu, idx = rt.hyper(z_sym)
+    order = coding_order(idx, rt.levels)
+    levels_in_order = idx[order].cpu().numpy()
+    symbols = torch.round(y.reshape(-1) - mu)[order].cpu().numpy().astype(np.int64)
+    symbols = entropy.clamp_y_symbols(symbols, levels_in_order, rt.models)
+    z_bytes = entropy.encode_z(z_sym[0].cpu().numpy(), rt.models)
+    y_bytes = entropy.encode_y(symbols, levels_in_order, rt.models)
+    header = Header(rt.loaded.name, rt.loaded.digest, w, h, len(z_bytes), len(y_bytes))
+    data = container.pack(header, z_bytes, y_bytes)
+    keep = prefix_length(header.min_length, len(data), w, h, quality=quality, nbytes=nbytes, bpp=bpp)
+    return data[:keep]
+
+
+# ---- decode ---------------------------------------------------------------------------------
+@dataclass
+class Decoded:
+    image: Image.Image
+    bytes_used: int
+    elements_decoded: int
+    elements_total: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check_model(h: Header, rt: _Runtime) -> None:
+    if h.model_name != rt.loaded.name or h.model_digest != rt.loaded.digest:
+        raise CodecError(f"file was encoded with model {h.model_name} ({h.model_digest.hex()}); "
+                         f"loaded model is {rt.loaded.name} ({rt.loaded.digest.hex()})")
+
+
+@dataclass
+class _Latent:
+    header: Header
+    y_hat: torch.Tensor  # (1, M, H/16, W/16) float32, missing elements filled with mu
+    decoded: int
+    total: int
+    bytes_used: int
+    warnings: list[str]
+
+
+def _decode_latent(data: bytes, rt: _Runtime, strict: bool, **prefix) -> _Latent:
+    h = container.parse_header(data, rt.z_channels, rt.y_channels)
+    _check_model(h, rt)
+    keep = prefix_length(h.min_length, len(data), h.width, h.height, **prefix)
+    p = container.parse(data[:keep], rt.z_channels, rt.y_channels)
+    if p.corrupt and strict:
+        raise FormatError(p.warnings[0])
+    hz, wz = -(-h.height // STRIDE), -(-h.width // STRIDE)
+    try:
+        z_sym = entropy.decode_z(p.z_bytes, (rt.z_channels, hz, wz), rt.models)
+        z_sym = torch.from_numpy(z_sym)[None].to(rt.device)
+        mu, idx = rt.hyper(z_sym)
+        order = coding_order(idx, rt.levels)
+        levels_in_order = idx[order].cpu().numpy()
+        symbols, k = entropy.decode_y(p.y_bytes, levels_in_order, rt.models, complete=p.y_complete)
+    except entropy.StreamError as e:
+        raise FormatError(str(e)) from None
+    y_hat = mu.clone()
+    y_hat[order[:k]] += torch.from_numpy(symbols[:k]).to(rt.device, torch.float64)
+    y_hat = y_hat.view(1, rt.y_channels, 4 * hz, 4 * wz).float()
+    return _Latent(h, y_hat, k, len(order), keep, p.warnings)
+
+
+@torch.no_grad()
+def decode_detailed(data: bytes, *, quality=None, nbytes=None, bpp=None,
+                    model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto",
+                    strict: bool = False) -> Decoded:
+    """Decode with a report: bytes used, y elements decoded out of all, warnings."""
+    rt = runtime(model, device)
+    lat = _decode_latent(data, rt, strict, quality=quality, nbytes=nbytes, bpp=bpp)
+    y_hat = lat.y_hat
+    if rt.device.type == "cpu":
+        y_hat = y_hat.contiguous(memory_format=torch.channels_last)
+    h = lat.header
+    x_hat = rt.g_s(y_hat).clamp_(0, 1)[0, :, :h.height, :h.width]
+    rgb = (x_hat * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Decoded(Image.fromarray(rgb, "RGB"), lat.bytes_used, lat.decoded, lat.total, lat.warnings)
+
+
+def decode(data: bytes, quality=None, nbytes=None, bpp=None, **options) -> Image.Image:
+    """Decode .pic bytes (any prefix of at least the minimum length) into a PIL RGB image."""
+    return decode_detailed(data, quality=quality, nbytes=nbytes, bpp=bpp, **options).image
+
+
+def truncate(data: bytes, *, quality=None, nbytes=None, bpp=None) -> bytes:
+    """A shorter valid .pic: the chosen prefix (no model needed)."""
+    h = container.parse_header(data)
+    if len(data) < h.min_length:
+        raise FormatError(f"file too short: {len(data)} bytes; this file needs at least "
+                          f"{h.min_length} bytes (header and z stream) to decode")
+    return data[:prefix_length(h.min_length, len(data), h.width, h.height,
+                               quality=quality, nbytes=nbytes, bpp=bpp)]
+
+
+@torch.no_grad()
+def info(data: bytes, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "cpu") -> dict:
+    """What a file holds, and how many y elements this prefix decodes."""
+    h = container.parse_header(data)
+    out = {"format_version": h.version, "model": h.model_name, "model_digest": h.model_digest.hex(),
+           "width": h.width, "height": h.height, "file_bytes": len(data),
+           "complete_file_bytes": h.full_length, "bpp": 8 * len(data) / (h.width * h.height),
+           "min_decodable_bytes": h.min_length}
+    try:
+        lat = _decode_latent(data, runtime(model, device), strict=False)
+        out.update(elements_total=lat.total, elements_decodable=lat.decoded, warnings=lat.warnings)
+    except (CodecError, FormatError) as e:
+        out.update(elements_total=None, elements_decodable=0, warnings=[str(e)])
+    return out

@@ -1,0 +1,160 @@
+"""The .pic container (specified byte by byte in docs/format.md).
+
+    header | z stream | CRC-32(z) | y block 0 | CRC-32 | y block 1 | CRC-32 | ...
+
+Every prefix at least as long as header + z stream + its CRC is a valid file. Everything read
+from a file is bounded before it is used to size anything.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+MAGIC = b"\x89PGC"
+VERSION = 1
+MAX_NAME = 64
+MAX_SIDE = 65535
+MAX_PIXELS = 1 << 25  # 33.5 Mpx: what the un-tiled transforms can run within a few GB
+Y_BLOCK = 1024  # y payload bytes per CRC block
+MAX_BITS_PER_SYMBOL = 24  # the tables' rarest symbol costs 22 bits; a stream can't exceed this
+
+_FIXED = struct.Struct(">IIIIH")  # width, height, z_len, y_len, y_block
+
+
+class FormatError(Exception):
+    """The data is not a (decodable) .pic file: one line for the user."""
+
+
+@dataclass
+class Header:
+    model_name: str
+    model_digest: bytes
+    width: int
+    height: int
+    z_len: int  # bytes of the z stream
+    y_len: int  # bytes of the complete y stream
+    y_block: int = Y_BLOCK
+    version: int = VERSION
+
+    def pack(self) -> bytes:
+        name = self.model_name.encode("ascii")
+        body = (MAGIC + bytes([self.version, 0, len(name)]) + name + self.model_digest
+                + _FIXED.pack(self.width, self.height, self.z_len, self.y_len, self.y_block))
+        return body + struct.pack(">I", zlib.crc32(body))
+
+    @property
+    def size(self) -> int:
+        return 3 + 4 + len(self.model_name) + 8 + _FIXED.size + 4
+
+    @property
+    def min_length(self) -> int:
+        """Shortest decodable prefix: header, z stream and its CRC."""
+        return self.size + self.z_len + 4
+
+    @property
+    def full_length(self) -> int:
+        blocks = -(-self.y_len // self.y_block)
+        return self.min_length + self.y_len + 4 * blocks
+
+
+def latent_sizes(width: int, height: int) -> tuple[int, int]:
+    """(elements of z per channel, elements of y per channel) of a width x height image."""
+    pw, ph = -(-width // 64), -(-height // 64)
+    return pw * ph, 16 * pw * ph
+
+
+def pack(header: Header, z_bytes: bytes, y_bytes: bytes) -> bytes:
+    assert len(z_bytes) == header.z_len and len(y_bytes) == header.y_len
+    parts = [header.pack(), z_bytes, struct.pack(">I", zlib.crc32(z_bytes))]
+    for i in range(0, len(y_bytes), header.y_block):
+        block = y_bytes[i:i + header.y_block]
+        parts += [block, struct.pack(">I", zlib.crc32(block))]
+    return b"".join(parts)
+
+
+def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | None = None) -> Header:
+    """Read and bound the header. Channel counts (from the model) tighten the length bounds."""
+    if len(data) < 7:
+        raise FormatError(f"not a .pic file: only {len(data)} bytes")
+    if data[:4] != MAGIC:
+        raise FormatError("not a .pic file (bad magic bytes)")
+    version, _flags, name_len = data[4], data[5], data[6]
+    if version != VERSION:
+        raise FormatError(f"unsupported .pic format version {version} (this progcodec reads {VERSION})")
+    if not 1 <= name_len <= MAX_NAME:
+        raise FormatError(f"corrupt header: model name length {name_len}")
+    size = 7 + name_len + 8 + _FIXED.size + 4
+    if len(data) < size:
+        raise FormatError(f"file too short: {len(data)} bytes, the header alone needs {size}")
+    body, (crc,) = data[:size - 4], struct.unpack(">I", data[size - 4:size])
+    if zlib.crc32(body) != crc:
+        raise FormatError("corrupt header (checksum mismatch)")
+    try:
+        name = data[7:7 + name_len].decode("ascii")
+    except UnicodeDecodeError:
+        raise FormatError("corrupt header: model name is not ASCII") from None
+    digest = data[7 + name_len:15 + name_len]
+    width, height, z_len, y_len, y_block = _FIXED.unpack(data[15 + name_len:size - 4])
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise FormatError(f"corrupt header: image size {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise FormatError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
+    if not 4 <= y_block <= 65535 or y_block % 4:
+        raise FormatError(f"corrupt header: y block size {y_block}")
+    nz, ny = latent_sizes(width, height)
+    zc, yc = z_channels or 1024, y_channels or 1024
+    if z_len % 4 or z_len > 4 + nz * zc * MAX_BITS_PER_SYMBOL // 8 + 8:
+        raise FormatError(f"corrupt header: z stream length {z_len}")
+    if y_len % 4 or y_len > 4 + ny * yc * MAX_BITS_PER_SYMBOL // 8 + 8:
+        raise FormatError(f"corrupt header: y stream length {y_len}")
+    return Header(name, digest, width, height, z_len, y_len, y_block, version)
+
+
+@dataclass
+class Parsed:
+    header: Header
+    z_bytes: bytes
+    y_bytes: bytes  # the y stream prefix that is present (CRC-verified blocks + unverified tail)
+    y_complete: bool  # every byte of the y stream is present and verified
+    verified_bytes: int  # y bytes covered by a matching CRC
+    warnings: list[str] = field(default_factory=list)
+    corrupt: bool = False  # a y block failed its CRC: the stream was ended before it
+
+
+def parse(data: bytes, z_channels: int | None = None, y_channels: int | None = None) -> Parsed:
+    h = parse_header(data, z_channels, y_channels)
+    if len(data) < h.min_length:
+        raise FormatError(f"file too short: {len(data)} bytes; this file needs at least "
+                          f"{h.min_length} bytes (header and z stream) to decode")
+    z_start = h.size
+    z_bytes = data[z_start:z_start + h.z_len]
+    (z_crc,) = struct.unpack(">I", data[z_start + h.z_len:h.min_length])
+    if zlib.crc32(z_bytes) != z_crc:
+        raise FormatError("corrupt file: the z stream fails its checksum")
+
+    warnings: list[str] = []
+    parts, pos, remaining, verified, corrupt = [], h.min_length, h.y_len, 0, False
+    while remaining > 0 and pos < len(data):
+        n = min(h.y_block, remaining)
+        block = data[pos:pos + n]
+        crc_bytes = data[pos + n:pos + n + 4]
+        if len(block) < n or len(crc_bytes) < 4:
+            parts.append(block)  # the cut falls in this block: usable, but unverified
+            pos += len(block) + len(crc_bytes)
+            remaining -= len(block)
+            break
+        if zlib.crc32(block) != struct.unpack(">I", crc_bytes)[0]:
+            corrupt = True
+            warnings.append(f"y block at byte {pos} fails its checksum: decoded the "
+                            f"{verified} intact bytes before it")
+            break
+        parts.append(block)
+        verified += n
+        remaining -= n
+        pos += n + 4
+    if not corrupt and remaining == 0 and len(data) > h.full_length:
+        warnings.append(f"{len(data) - h.full_length} trailing bytes after the end of the file ignored")
+    y_bytes = b"".join(parts)
+    return Parsed(h, z_bytes, y_bytes, y_complete=(verified == h.y_len), verified_bytes=verified,
+                  warnings=warnings, corrupt=corrupt)

@@ -1,0 +1,171 @@
+"""Range coding of z and y with constriction (DESIGN.md section 4).
+
+Only integers and shipped tables reach the coder. y is coded as one range-coded stream in the
+global order (scale index descending), which is made of runs of equal scale index: one
+Categorical model per run. Words are 32-bit, written big-endian so that a byte cut keeps the
+high bytes.
+
+A truncated stream decodes silently into garbage after the last reliable symbol, so the decoder
+re-encodes what it decoded and keeps symbol i only while the encoder's sealed word count after
+it, plus one, fits in the complete words received (DESIGN.md 4, option a). A sealed count covers
+every word the encoder has emitted plus at least one word of its 64-bit state, so the kept
+prefix always lies inside the interval of every kept symbol.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import constriction
+
+from .tables import CodingTables
+
+_Categorical = constriction.stream.model.Categorical
+_Encoder = constriction.stream.queue.RangeEncoder
+_Decoder = constriction.stream.queue.RangeDecoder
+
+
+class StreamError(Exception):
+    pass
+
+
+def words_to_bytes(words: np.ndarray) -> bytes:
+    return np.asarray(words, dtype=np.uint32).astype(">u4").tobytes()
+
+
+def bytes_to_words(data: bytes, pad_words: int = 0) -> tuple[np.ndarray, int]:
+    """Big-endian bytes -> uint32 words (a partial last word padded with zero bytes).
+
+    Returns (words with `pad_words` zero words appended, number of complete words).
+    """
+    full = len(data) // 4
+    padded = data + b"\0" * ((-len(data)) % 4) + b"\0" * (4 * pad_words)
+    return np.frombuffer(padded, dtype=">u4").astype(np.uint32), full
+
+
+class Models:
+    """constriction models built from one model's tables, once per process."""
+
+    def __init__(self, tables: CodingTables):
+        self.tables = tables
+
+    @lru_cache(maxsize=None)
+    def z(self, c: int):
+        counts, offset = self.tables.z_row(c)
+        return _Categorical(counts.astype(np.float64), perfect=False), offset, len(counts)
+
+    @lru_cache(maxsize=None)
+    def y(self, level: int):
+        counts, radius = self.tables.y_row(level)
+        return _Categorical(counts.astype(np.float64), perfect=False), radius
+
+
+# ---- z: one table per channel, channels in order, raster order within a channel -----------
+def encode_z(z_sym: np.ndarray, models: Models) -> bytes:
+    """z_sym: int (C, H, W). Symbols outside a table's support are clamped (never happens in
+    practice: the support covers all but 1e-9 of the trained density)."""
+    enc = _Encoder()
+    for c in range(z_sym.shape[0]):
+        model, offset, size = models.z(c)
+        s = np.clip(z_sym[c].ravel() - offset, 0, size - 1).astype(np.int32)
+        enc.encode(s, model)
+    return words_to_bytes(enc.get_compressed())
+
+
+def decode_z(data: bytes, shape: tuple[int, int, int], models: Models) -> np.ndarray:
+    words, _ = bytes_to_words(data, pad_words=2)
+    dec = _Decoder(words)
+    c_n, h, w = shape
+    out = np.empty((c_n, h * w), dtype=np.int64)
+    try:
+        for c in range(c_n):
+            model, offset, _ = models.z(c)
+            out[c] = dec.decode(model, h * w).astype(np.int64) + offset
+    except (AssertionError, ValueError, RuntimeError) as e:
+        raise StreamError(f"corrupt z stream: {e}") from None
+    return out.reshape(shape)
+
+
+# ---- y: runs of equal scale index in coding order --------------------------------------------
+def runs(levels_in_order: np.ndarray) -> list[tuple[int, int, int]]:
+    """(start, end, level) of every run of equal level in a sequence."""
+    n = len(levels_in_order)
+    if n == 0:
+        return []
+    cut = np.flatnonzero(np.diff(levels_in_order)) + 1
+    starts = np.concatenate([[0], cut])
+    ends = np.concatenate([cut, [n]])
+    return [(int(s), int(e), int(levels_in_order[s])) for s, e in zip(starts, ends)]
+
+
+def clamp_y_symbols(symbols: np.ndarray, levels_in_order: np.ndarray, models: Models) -> np.ndarray:
+    """Clamp each symbol to its table's support (the encoder reconstructs with the same)."""
+    out = symbols.astype(np.int64).copy()
+    for s, e, lev in runs(levels_in_order):
+        _, r = models.y(lev)
+        np.clip(out[s:e], -r, r, out=out[s:e])
+    return out
+
+
+def encode_y(symbols: np.ndarray, levels_in_order: np.ndarray, models: Models) -> bytes:
+    """symbols: clamped int (n,) in coding order; levels_in_order: scale index of each."""
+    enc = _Encoder()
+    for s, e, lev in runs(levels_in_order):
+        model, r = models.y(lev)
+        enc.encode((symbols[s:e] + r).astype(np.int32), model)
+    return words_to_bytes(enc.get_compressed())
+
+
+def decode_y(data: bytes, levels_in_order: np.ndarray, models: Models, complete: bool) -> tuple[np.ndarray, int]:
+    """Decode the y symbols a (possibly cut) stream supports.
+
+    Returns (symbols (n,) with zeros past the reliable prefix, number of reliable symbols).
+    `complete`: the stream is whole (all bytes present and verified): every symbol is kept.
+    """
+    n = len(levels_in_order)
+    words, full_words = bytes_to_words(data, pad_words=4)
+    dec = _Decoder(words)
+    enc = _Encoder()
+    out = np.zeros(n, dtype=np.int64)
+    for s, e, lev in runs(levels_in_order):
+        model, r = models.y(lev)
+        before_dec = dec.clone()
+        try:
+            got = dec.decode(model, e - s).astype(np.int64)
+        except (AssertionError, ValueError, RuntimeError):
+            if complete:
+                raise StreamError("corrupt y stream") from None
+            got = _decode_until_failure(before_dec, model, e - s)
+        if complete:
+            out[s:s + len(got)] = got - r
+            continue
+        before_enc = enc.clone()
+        if len(got) == e - s:
+            enc.encode(got.astype(np.int32), model)
+            if enc.num_words() + 1 <= full_words:
+                out[s:e] = got - r
+                continue
+        # The cut falls in this run: largest m with sealed(prefix + m) + 1 <= full_words.
+        lo, hi = 0, len(got)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            trial = before_enc.clone()
+            trial.encode(got[:mid].astype(np.int32), model)
+            if trial.num_words() + 1 <= full_words:
+                lo = mid
+            else:
+                hi = mid - 1
+        out[s:s + lo] = got[:lo] - r
+        return out, s + lo
+    return out, n
+
+
+def _decode_until_failure(dec, model, count: int) -> np.ndarray:
+    """Symbol-by-symbol decoding after a failed batch; returns what decoded before the error."""
+    got = []
+    try:
+        for _ in range(count):
+            got.append(int(dec.decode(model, 1)[0]))
+    except (AssertionError, ValueError, RuntimeError):
+        pass
+    return np.asarray(got, dtype=np.int64)

@@ -1,0 +1,152 @@
+"""The variance-masked mean-scale hyperprior model (DESIGN.md sections 1-2).
+
+    x --g_a--> y --h_a--> z ; z_sym = round(z)   (coded with a factorized prior, integer tables)
+    z_sym --h_mean--> mu (float)   z_sym --scale net (integer-exact)--> scale index of every y
+    y elements sent in order of scale index descending; missing ones are filled with mu
+    y_hat --g_s--> x_hat
+
+This module holds the networks and the training-time forward pass (noise likelihoods, masking by
+keep-fraction). Real coding lives in ``entropy.py`` and ``codec.py``; tables in ``tables.py``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, asdict
+
+import torch
+from torch import nn
+
+from .layers import SimplifiedGDN, conv, deconv, FactorizedDensity, lower_bound
+from .intnet import ScaleNetQAT, ScaleNetInt
+
+STRIDE = 64  # images are padded to a multiple of this (z has stride 64)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    N: int = 128  # channels of the transforms and of z
+    M: int = 192  # channels of y
+    H: int = 128  # hidden channels of the hyper networks
+    levels: int = 64  # entries of the scale table
+    scale_min: float = 0.11
+    scale_max: float = 64.0
+
+    def scale_table(self) -> torch.Tensor:
+        """sigma of every scale index, float64: log-spaced from scale_min to scale_max."""
+        i = torch.arange(self.levels, dtype=torch.float64)
+        ratio = math.log(self.scale_max / self.scale_min) / (self.levels - 1)
+        return self.scale_min * torch.exp(i * ratio)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def coding_order(scale_index: torch.Tensor, levels: int) -> torch.Tensor:
+    """The global element order shared by encoder and decoder (DESIGN.md 3.4).
+
+    scale_index: int64 (..., n) flattened per image. Returns the permutation (..., n): scale
+    index descending, ties broken by flat position (channel, row, column) ascending. Sorting
+    integer keys only: no float is involved.
+    """
+    n = scale_index.shape[-1]
+    pos = torch.arange(n, dtype=torch.int64, device=scale_index.device)
+    key = (levels - 1 - scale_index.to(torch.int64)) * n + pos
+    return torch.argsort(key, dim=-1)
+
+
+def gaussian_likelihood(residual: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """P(bin of width 1 around residual) under N(0, sigma), in fp32."""
+    residual, sigma = residual.float(), sigma.float()
+    v = residual.abs()
+    upper = 0.5 * torch.erfc(-(0.5 - v) / (sigma * math.sqrt(2)))
+    lower = 0.5 * torch.erfc(-(-0.5 - v) / (sigma * math.sqrt(2)))
+    return lower_bound(upper - lower, 1e-9)
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+class ProgressiveModel(nn.Module):
+    """Networks of the codec. `integer_scale=True` builds the run-time (exported) form."""
+
+    def __init__(self, config: ModelConfig = ModelConfig(), integer_scale: bool = False):
+        super().__init__()
+        c = config
+        self.config = c
+        self.g_a = nn.Sequential(
+            conv(3, c.N), SimplifiedGDN(c.N), conv(c.N, c.N), SimplifiedGDN(c.N),
+            conv(c.N, c.N), SimplifiedGDN(c.N), conv(c.N, c.M))
+        self.g_s = nn.Sequential(
+            deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
+            deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
+            deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3))
+        self.h_a = nn.Sequential(
+            conv(c.M, c.H, 3, 1), nn.LeakyReLU(inplace=True),
+            conv(c.H, c.H), nn.LeakyReLU(inplace=True), conv(c.H, c.N))
+        self.h_mean = nn.Sequential(
+            deconv(c.N, c.H), nn.LeakyReLU(inplace=True),
+            deconv(c.H, c.H), nn.LeakyReLU(inplace=True), conv(c.H, c.M, 3, 1))
+        if integer_scale:
+            self.scale_net = ScaleNetInt(c.N, c.H, c.M, c.levels)
+        else:
+            self.scale_net = ScaleNetQAT(c.N, c.H, c.M, c.levels)
+            self.z_density = FactorizedDensity(c.N)
+        self.register_buffer("log_scale_table", torch.log(c.scale_table()).float(),
+                             persistent=False)
+
+    # ---- training ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> dict:
+        """Training pass. x: (B,3,H,W) in [0,1]; keep: (B,) fraction of y elements kept.
+
+        Returns the masked reconstruction and per-image bits (kept y elements + all of z).
+        """
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_lik = self.z_density(z + torch.empty_like(z).uniform_(-0.5, 0.5))
+        z_sym = round_ste(z.float())
+        mu = self.h_mean(z_sym).float()
+        with torch.autocast(x.device.type, enabled=False):
+            idx, range_penalty = self.scale_net(z_sym)
+        sigma = torch.exp(self.log_scale_table[0] + idx * (
+            self.log_scale_table[1] - self.log_scale_table[0]))
+        y = y.float()
+        noisy = y - mu + torch.empty_like(y).uniform_(-0.5, 0.5)
+        y_lik = gaussian_likelihood(noisy, sigma)
+        y_hat = round_ste(y - mu) + mu
+
+        b = y.shape[0]
+        flat_idx = idx.detach().round().long().reshape(b, -1)
+        n = flat_idx.shape[1]
+        order = coding_order(flat_idx, self.config.levels)
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(n, device=x.device).expand(b, n))
+        kept = torch.ceil(keep.to(x.device) * n).long().view(b, 1)
+        mask = (rank < kept).view_as(y)
+        y_in = torch.where(mask, y_hat, mu)
+        x_hat = self.g_s(y_in)
+
+        bits_y = -(torch.log2(y_lik) * mask).flatten(1).sum(1)
+        bits_z = -torch.log2(z_lik).flatten(1).sum(1)
+        return {"x_hat": x_hat, "bits": bits_y + bits_z, "bits_z": bits_z,
+                "range_penalty": range_penalty}
+
+    # ---- run time (codec.py uses these) --------------------------------------------------
+    def analysis(self, x: torch.Tensor):
+        """x (1,3,H,W) in [0,1], H and W multiples of STRIDE -> y (float), z symbols (int64)."""
+        y = self.g_a(x)
+        z_sym = torch.round(self.h_a(y)).to(torch.int64)
+        return y, z_sym
+
+    def hyper(self, z_sym: torch.Tensor, dtype=torch.float32):
+        """z symbols -> (mu as `dtype`, scale index int64). The index is bit-exact."""
+        mu = self.h_mean(z_sym.to(dtype))
+        return mu, self.scale_net(z_sym)
+
+    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.g_s(y_hat).clamp(0, 1)
+
+    def float_state_dict(self) -> dict[str, torch.Tensor]:
+        """Parameters of the float networks (everything but the scale net and z density)."""
+        return {k: v for k, v in self.state_dict().items()
+                if not k.startswith(("scale_net.", "z_density."))}

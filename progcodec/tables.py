@@ -1,0 +1,87 @@
+"""Integer probability tables of the entropy coder (DESIGN.md 3.1, 3.5).
+
+They are computed once, at export, and stored in the weight file: loading never recomputes them,
+so two machines always code with identical tables. Counts are int32 and sum to TABLE_TOTAL per
+row; every symbol of a row's support gets at least 1.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+TABLE_TOTAL = 1 << 22  # sum of the counts of every table row
+Y_TAIL_SIGMAS = 10.0  # support of a y table: +-ceil(10 sigma) symbols
+Z_SUPPORT = 255  # z symbols are searched for support in [-255, 255]
+Z_TAIL_MASS = 1e-9
+
+
+def quantize_pmf(p: np.ndarray, total: int = TABLE_TOTAL) -> np.ndarray:
+    """Float pmf -> int counts with sum `total`, each at least 1 (deterministic)."""
+    p = np.asarray(p, dtype=np.float64)
+    p = p / p.sum()
+    counts = np.maximum(1, np.floor(p * (total - len(p))).astype(np.int64))
+    counts[np.argmax(counts)] += total - counts.sum()
+    assert counts.min() >= 1 and counts.sum() == total
+    return counts.astype(np.int32)
+
+
+def gaussian_pmf(sigma: float, radius: int) -> np.ndarray:
+    """P(symbol k), k in [-radius, radius], of N(0, sigma) rounded; tails folded into the ends."""
+    k = np.arange(-radius, radius + 1, dtype=np.float64)
+    cdf = np.array([0.5 * math.erfc(-(v + 0.5) / (sigma * math.sqrt(2))) for v in k])
+    lower = np.concatenate([[0.0], cdf[:-1]])
+    cdf[-1] = 1.0
+    return cdf - lower
+
+
+class CodingTables(nn.Module):
+    """The shipped tables, as buffers of the run-time model."""
+
+    def __init__(self, z_channels: int, z_width: int, levels: int, y_width: int):
+        super().__init__()
+        self.register_buffer("z_counts", torch.zeros(z_channels, z_width, dtype=torch.int32))
+        self.register_buffer("z_offset", torch.zeros(z_channels, dtype=torch.int32))
+        self.register_buffer("z_size", torch.ones(z_channels, dtype=torch.int32))
+        self.register_buffer("y_counts", torch.zeros(levels, y_width, dtype=torch.int32))
+        self.register_buffer("y_radius", torch.zeros(levels, dtype=torch.int32))
+
+    @classmethod
+    def build(cls, z_density, scale_table: torch.Tensor) -> "CodingTables":
+        """Export-time construction from the trained z density and the scale table."""
+        support = torch.arange(-Z_SUPPORT, Z_SUPPORT + 1)
+        pmf = z_density.pmf_table(support).numpy()  # (C, 2*Z_SUPPORT+1)
+        rows, offsets = [], []
+        for p in pmf:
+            cdf = np.cumsum(p)
+            lo = int(np.searchsorted(cdf, Z_TAIL_MASS))
+            hi = int(np.searchsorted(cdf, cdf[-1] - Z_TAIL_MASS))
+            lo, hi = min(lo, Z_SUPPORT - 1), max(hi, Z_SUPPORT + 1)
+            q = p[lo:hi + 1].copy()
+            q[0] += p[:lo].sum()
+            q[-1] += p[hi + 1:].sum()
+            rows.append(quantize_pmf(q))
+            offsets.append(lo - Z_SUPPORT)
+        sigmas = scale_table.tolist()
+        radii = [max(2, math.ceil(Y_TAIL_SIGMAS * s)) for s in sigmas]
+        t = cls(len(rows), max(len(r) for r in rows), len(sigmas), 2 * max(radii) + 1)
+        for c, (r, off) in enumerate(zip(rows, offsets)):
+            t.z_counts[c, :len(r)] = torch.from_numpy(r)
+            t.z_offset[c] = off
+            t.z_size[c] = len(r)
+        for i, (s, rad) in enumerate(zip(sigmas, radii)):
+            t.y_counts[i, :2 * rad + 1] = torch.from_numpy(quantize_pmf(gaussian_pmf(s, rad)))
+            t.y_radius[i] = rad
+        return t
+
+    def z_row(self, c: int) -> tuple[np.ndarray, int]:
+        """Counts of channel c's z table and its smallest symbol."""
+        n = int(self.z_size[c])
+        return self.z_counts[c, :n].numpy(), int(self.z_offset[c])
+
+    def y_row(self, level: int) -> tuple[np.ndarray, int]:
+        """Counts of scale level `level` and its radius (symbols -radius..radius)."""
+        r = int(self.y_radius[level])
+        return self.y_counts[level, :2 * r + 1].numpy(), r

@@ -1,0 +1,229 @@
+"""Training of the variance-masked model: `python -m progcodec.train DATA_DIR --out runs/x`.
+
+Random crops of a folder of photos; every image of a batch gets its own keep-fraction q (25%
+q = 1, the rest log-uniform down to q_min); loss = sum over images of bits/pixel(q) +
+lambda(q) * 255^2 * MSE(q), with lambda log-log interpolated between --lambda-min at q_min and
+--lambda-max at q = 1. bf16 autocast with channels_last on CPU (AMX), CUDA when present.
+A checkpoint (model + optimizer) is written every few minutes and on exit; rerunning the same
+command resumes from it. `python -m progcodec.export` turns a checkpoint into shipped weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .model import ModelConfig, ProgressiveModel
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def split_train_validation(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Every 50th image (sorted by name) is held out as validation: never trained on."""
+    val = files[::50]
+    held = set(val)
+    return [f for f in files if f not in held], val
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+class CropSampler:
+    """All training images in memory as uint8; random crops with flips."""
+
+    def __init__(self, files: list[Path], patch: int, seed: int):
+        self.images = [im for im in (load_rgb(f) for f in files)
+                       if im.shape[0] >= patch and im.shape[1] >= patch]
+        self.patch = patch
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = np.empty((n, self.patch, self.patch, 3), dtype=np.uint8)
+        for i in range(n):
+            im = self.images[self.rng.integers(len(self.images))]
+            y = self.rng.integers(im.shape[0] - self.patch + 1)
+            x = self.rng.integers(im.shape[1] - self.patch + 1)
+            crop = im[y:y + self.patch, x:x + self.patch]
+            if self.rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            out[i] = crop
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+
+
+def sample_keep(n: int, q_min: float, rng: random.Random) -> torch.Tensor:
+    q = [1.0 if rng.random() < 0.25 else math.exp(rng.uniform(math.log(q_min), 0.0))
+         for _ in range(n)]
+    return torch.tensor(q)
+
+
+def lambda_of_keep(q: torch.Tensor, lam_min: float, lam_max: float, q_min: float) -> torch.Tensor:
+    t = (torch.log(q) - math.log(q_min)) / -math.log(q_min)
+    return torch.exp(math.log(lam_min) + t.clamp(0, 1) * (math.log(lam_max) - math.log(lam_min)))
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", type=Path, help="folder of training photos (never Kodak)")
+    ap.add_argument("--out", type=Path, required=True, help="run folder: checkpoint and log")
+    ap.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=4e-4, help="peak learning rate (cosine decay)")
+    ap.add_argument("--minutes", type=float, default=0,
+                    help="time budget: the schedule follows elapsed time and stops at the budget "
+                         "(for runs that must end with a session); 0: follow --steps")
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--lambda-min", type=float, default=0.002)
+    ap.add_argument("--lambda-max", type=float, default=0.035)
+    ap.add_argument("--q-min", type=float, default=0.005, help="smallest keep-fraction sampled")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    ap.add_argument("--ckpt-minutes", type=float, default=5.0)
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=Path, help="start from this checkpoint's weights (new optimizer)")
+    ap.add_argument("--config", type=str, default="{}", help="ModelConfig overrides as JSON")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "cuda" or (
+        args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    args.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = args.out / "checkpoint.pt"
+    log = open(args.out / "train.log", "a", buffering=1)
+
+    config = ModelConfig(**json.loads(args.config))
+    model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step = 0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        config = ModelConfig(**state["config"])
+        model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
+        model.load_state_dict(state["model"])
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        print(f"resumed from {ckpt_path} at step {step}", file=log)
+    elif args.init:
+        state = torch.load(args.init, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        print(f"initialised from {args.init}", file=log)
+
+    files, val = split_train_validation(list_images(args.data))
+    t0 = time.time()
+    sampler = CropSampler(files, args.patch, args.seed + step)
+    print(f"{len(sampler.images)} training images ({len(val)} held out) loaded in "
+          f"{time.time() - t0:.0f}s; device {device}; threads {torch.get_num_threads()}; "
+          f"config {config.to_dict()}; args {vars(args)}", file=log)
+    rng = random.Random(args.seed + step)
+    use_bf16 = device.type == "cpu"
+    stop = {"now": False}
+
+    def request_stop(signum, frame):
+        stop["now"] = True
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    def checkpoint():
+        save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                     "config": config.to_dict(), "args": {k: str(v) for k, v in vars(args).items()}},
+                    ckpt_path)
+
+    last_ckpt = time.time()
+    acc = {"n": 0, "loss": 0.0, "bpp1": 0.0, "mse1": 0.0, "n1": 0, "bppq": 0.0, "mseq": 0.0, "nq": 0}
+    t_log = time.time()
+    model.train()
+    t_start, step_start = time.time(), step
+
+    def progress_total() -> int:
+        """Total steps for the schedule: fixed, or extrapolated from the time budget."""
+        if not args.minutes:
+            return args.steps
+        elapsed = time.time() - t_start
+        if step - step_start < 20:
+            return max(args.steps, step + 1)
+        rate = (step - step_start) / elapsed
+        return int(step + rate * max(0.0, args.minutes * 60 - elapsed))
+
+    while not stop["now"]:
+        total = progress_total()
+        if step >= total:
+            break
+        lr = learning_rate(step, total, args.lr, args.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = sampler.batch(args.batch).to(device).contiguous(memory_format=torch.channels_last)
+        keep = sample_keep(args.batch, args.q_min, rng).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = model(x, keep)
+        x_hat = out["x_hat"].float()
+        mse = ((x_hat - x) ** 2).flatten(1).mean(1)
+        bpp = out["bits"] / (x.shape[2] * x.shape[3])
+        lam = lambda_of_keep(keep, args.lambda_min, args.lambda_max, args.q_min)
+        loss = (bpp + lam * 255**2 * mse).mean() + out["range_penalty"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+
+        full = keep >= 1.0
+        acc["n"] += 1
+        acc["loss"] += loss.item()
+        acc["n1"] += int(full.sum())
+        acc["bpp1"] += float(bpp[full].sum())
+        acc["mse1"] += float(mse[full].sum())
+        acc["nq"] += int((~full).sum())
+        acc["bppq"] += float(bpp[~full].sum())
+        acc["mseq"] += float(mse[~full].sum())
+        if step % args.log_every == 0:
+            def psnr(m, n):
+                return 10 * math.log10(n / m) if m > 0 and n else float("nan")
+            dt = time.time() - t_log
+            print(f"step {step} lr {lr:.2e} loss {acc['loss'] / acc['n']:.4f} "
+                  f"q=1: bpp {acc['bpp1'] / max(1, acc['n1']):.3f} psnr {psnr(acc['mse1'], acc['n1']):.2f} | "
+                  f"q<1: bpp {acc['bppq'] / max(1, acc['nq']):.3f} psnr {psnr(acc['mseq'], acc['nq']):.2f} | "
+                  f"{acc['n'] / dt:.2f} steps/s", file=log)
+            acc = dict.fromkeys(acc, 0) | {"loss": 0.0}
+            t_log = time.time()
+        if time.time() - last_ckpt > args.ckpt_minutes * 60:
+            checkpoint()
+            last_ckpt = time.time()
+    checkpoint()
+    print(f"stopped at step {step}", file=log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

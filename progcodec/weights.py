@@ -1,0 +1,100 @@
+"""The shipped weight file: safetensors (no code runs on load), with a content hash.
+
+A weight file holds the run-time model: float networks (stored fp16), the integer scale network
+(int8/int64), the coding tables (int32) and, as metadata, the model name and configuration.
+Its identity in a .pic file is the name plus the first 8 bytes of the SHA-256 of the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load, save as st_save
+
+from .model import ModelConfig, ProgressiveModel
+from .tables import CodingTables
+
+FORMAT = "progcodec-weights-1"
+DEFAULT_MODEL = "progcodec-v1"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # a source checkout
+
+
+class WeightsError(Exception):
+    pass
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    digest: bytes  # 8 bytes: identity written into every .pic
+    model: ProgressiveModel  # run-time form (integer scale net, tables attached)
+    path: Path | None = None
+
+
+def save_weights(model: ProgressiveModel, name: str, path: Path) -> bytes:
+    """Write the run-time model to `path`; returns its 8-byte digest."""
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        tensors[k] = v.half() if v.is_floating_point() else v
+    meta = {"format": FORMAT, "name": name, "config": json.dumps(model.config.to_dict())}
+    data = st_save(tensors, metadata=meta)
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return hashlib.sha256(data).digest()[:8]
+
+
+def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + header_len]).get("__metadata__", {})
+    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
+        raise WeightsError(f"not a progcodec weight file: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"unsupported weight file format {meta.get('format')!r}")
+    config = ModelConfig(**json.loads(meta["config"]))
+    model = ProgressiveModel(config, integer_scale=True)
+    model.tables = CodingTables(tensors["tables.z_counts"].shape[0], tensors["tables.z_counts"].shape[1],
+                                tensors["tables.y_counts"].shape[0], tensors["tables.y_counts"].shape[1])
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return LoadedModel(meta["name"], hashlib.sha256(data).digest()[:8], model, path)
+
+
+def find_model_file(name: str) -> Path:
+    """The weight file of a shipped model: installed package data, or a source checkout."""
+    candidates = []
+    try:
+        from importlib.resources import files
+        candidates.append(Path(str(files("progcodec.models").joinpath(f"{name}.safetensors"))))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    candidates.append(MODELS_DIR / f"{name}.safetensors")
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise WeightsError(f"model {name!r} not found (looked in {', '.join(map(str, candidates))})")
+
+
+_cache: dict[str, LoadedModel] = {}
+
+
+def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> LoadedModel:
+    """Load a shipped model by name, or a weight file by path (cached per process)."""
+    key = str(name_or_path)
+    if key not in _cache:
+        p = Path(key)
+        path = p if p.suffix == ".safetensors" else find_model_file(key)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise WeightsError(f"cannot read weights {path}: {e.strerror}") from None
+        _cache[key] = load_weights_bytes(data, path)
+    return _cache[key]

@@ -1,0 +1,69 @@
+"""DESIGN.md 3: scale indexes, order and bytes do not depend on threads or oneDNN."""
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+import progcodec
+from progcodec import codec
+from progcodec.model import coding_order
+
+from conftest import smooth_image
+
+# sha256 of the .pic of smooth_image(80, 120, seed=3) with tests/data/tiny.safetensors.
+# Changes only with the format, the coder or the tiny weights (tests/make_tiny_model.py).
+GOLDEN_TINY = "2bf487d7d18239eedb1e08d0c440dabaf08775345d9e3640da31219f4f600098"
+
+
+def _settings():
+    yield "threads=1, onednn", 1, True
+    yield "threads=2, onednn", 2, True
+    yield "threads=1, no onednn", 1, False
+    yield "threads=2, no onednn", 2, False
+
+
+def _encode_under(img, model, threads, onednn):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.backends.mkldnn.flags(enabled=onednn):
+            rt = codec.runtime(model, "cpu")
+            data = progcodec.encode(img, model=model, device="cpu")
+            z = torch.round(rt.h_a64(rt.g_a64(codec._pad(
+                torch.from_numpy(img).permute(2, 0, 1)[None].double() / 255)))).long()
+            _, idx = rt.hyper(z)
+        return data, idx
+    finally:
+        torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("which", ["tiny", "shipped"])
+def test_bytes_and_indexes_identical_across_threads_and_onednn(which, tiny, photo):
+    model = tiny if which == "tiny" else "progcodec-v1"
+    img = smooth_image(80, 120, seed=3) if which == "tiny" else photo
+    results = [(name, *_encode_under(img, model, t, o)) for name, t, o in _settings()]
+    ref_name, ref_data, ref_idx = results[0]
+    for name, data, idx in results[1:]:
+        assert torch.equal(idx, ref_idx), f"scale indexes differ: {name} vs {ref_name}"
+        assert data == ref_data, f"bytes differ: {name} vs {ref_name}"
+
+
+def test_golden_bitstream(tiny):
+    data = progcodec.encode(smooth_image(80, 120, seed=3), model=tiny, device="cpu")
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_TINY
+
+
+def test_scale_index_is_integer_path_independent_of_float_noise(tiny):
+    """The scale net takes only z symbols: float noise elsewhere cannot move an index."""
+    rt = codec.runtime(tiny, "cpu")
+    z = torch.from_numpy(np.random.default_rng(0).integers(-6, 7, (1, 8, 3, 4)))
+    _, a = rt.hyper(z)
+    _, b = rt.hyper(z.clone())
+    assert torch.equal(a, b) and a.dtype == torch.int64
+    assert int(a.min()) >= 0 and int(a.max()) < rt.levels
+
+
+def test_coding_order_descending_with_position_ties():
+    idx = torch.tensor([3, 5, 5, 0, 3, 5])
+    assert coding_order(idx, 8).tolist() == [1, 2, 5, 0, 4, 3]
