@@ -39,6 +39,8 @@ class Header:
 
     def pack(self) -> bytes:
         name = self.model_name.encode("ascii")
+        if not 1 <= len(name) <= MAX_NAME:
+            raise ValueError(f"model name must be 1..{MAX_NAME} ASCII characters")
         body = (MAGIC + bytes([self.version, 0, len(name)]) + name + self.model_digest
                 + _FIXED.pack(self.width, self.height, self.z_len, self.y_len, self.y_block))
         return body + struct.pack(">I", zlib.crc32(body))
@@ -79,9 +81,7 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
         raise FormatError(f"not a .pic file: only {len(data)} bytes")
     if data[:4] != MAGIC:
         raise FormatError("not a .pic file (bad magic bytes)")
-    version, _flags, name_len = data[4], data[5], data[6]
-    if version != VERSION:
-        raise FormatError(f"unsupported .pic format version {version} (this progcodec reads {VERSION})")
+    version, flags, name_len = data[4], data[5], data[6]
     if not 1 <= name_len <= MAX_NAME:
         raise FormatError(f"corrupt header: model name length {name_len}")
     size = 7 + name_len + 8 + _FIXED.size + 4
@@ -90,6 +90,10 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
     body, (crc,) = data[:size - 4], struct.unpack(">I", data[size - 4:size])
     if zlib.crc32(body) != crc:
         raise FormatError("corrupt header (checksum mismatch)")
+    if version != VERSION:
+        raise FormatError(f"unsupported .pic format version {version} (this progcodec reads {VERSION})")
+    if flags != 0:
+        raise FormatError(f"unsupported .pic flags {flags:#04x} (this progcodec knows none)")
     try:
         name = data[7:7 + name_len].decode("ascii")
     except UnicodeDecodeError:

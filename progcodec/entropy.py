@@ -61,14 +61,25 @@ class Models:
 
 
 # ---- z: one table per channel, channels in order, raster order within a channel -----------
+def clamp_z(z_sym: np.ndarray, models: Models) -> np.ndarray:
+    """Clamp z symbols (C, H, W) to each channel's table support. The encoder must derive mu,
+    the scale indexes and the order from the clamped symbols: they are what the decoder gets."""
+    out = z_sym.astype(np.int64).copy()
+    for c in range(out.shape[0]):
+        _, offset, size = models.z(c)
+        np.clip(out[c], offset, offset + size - 1, out=out[c])
+    return out
+
+
 def encode_z(z_sym: np.ndarray, models: Models) -> bytes:
-    """z_sym: int (C, H, W). Symbols outside a table's support are clamped (never happens in
-    practice: the support covers all but 1e-9 of the trained density)."""
+    """z_sym: int (C, H, W), already clamped by clamp_z."""
     enc = _Encoder()
     for c in range(z_sym.shape[0]):
         model, offset, size = models.z(c)
-        s = np.clip(z_sym[c].ravel() - offset, 0, size - 1).astype(np.int32)
-        enc.encode(s, model)
+        s = z_sym[c].ravel() - offset
+        if s.min() < 0 or s.max() >= size:
+            raise ValueError("z symbols outside the table support: clamp_z first")
+        enc.encode(s.astype(np.int32), model)
     return words_to_bytes(enc.get_compressed())
 
 
