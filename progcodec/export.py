@@ -3,7 +3,8 @@
     python -m progcodec.export runs/v1/checkpoint.pt models/progcodec-v1.safetensors --name progcodec-v1
 
 The checkpoint is our own training output (trusted, pickled); the weight file it writes is
-safetensors: float networks, the integer scale network and the coding tables.
+safetensors: float networks, the integer scale network and the coding tables, plus the
+training-only tensors (z density, float scale net) that let `train --init` resume from it.
 """
 from __future__ import annotations
 
@@ -16,14 +17,6 @@ import torch
 from .model import ModelConfig, ProgressiveModel
 from .tables import CodingTables
 from .weights import save_weights
-
-
-def runtime_model_from_checkpoint(ckpt_path: Path) -> ProgressiveModel:
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    config = ModelConfig(**state["config"])
-    trained = ProgressiveModel(config)
-    trained.load_state_dict(state["model"])
-    return runtime_model_from_trained(trained)
 
 
 def runtime_model_from_trained(trained: ProgressiveModel) -> ProgressiveModel:
@@ -43,8 +36,13 @@ def main(argv=None) -> int:
     ap.add_argument("output", type=Path)
     ap.add_argument("--name", required=True, help="model name written into every .pic")
     args = ap.parse_args(argv)
-    model = runtime_model_from_checkpoint(args.checkpoint)
-    digest = save_weights(model, args.name, args.output)
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    trained = ProgressiveModel(ModelConfig(**state["config"]))
+    trained.load_state_dict(state["model"])
+    model = runtime_model_from_trained(trained)
+    extras = {k: v for k, v in trained.state_dict().items()
+              if k.startswith(("scale_net.", "z_density."))}
+    digest = save_weights(model, args.name, args.output, train_extras=extras)
     n = sum(p.numel() for p in model.parameters()) + sum(
         b.numel() for k, b in model.named_buffers() if k.startswith("scale_net."))
     print(f"wrote {args.output} ({args.output.stat().st_size} bytes, {n} parameters, "

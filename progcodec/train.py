@@ -110,7 +110,9 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--init", type=Path, help="start from this checkpoint's weights (new optimizer)")
+    ap.add_argument("--init", type=Path,
+                    help="start from these weights (a checkpoint.pt, or a shipped .safetensors "
+                         "file with training tensors), with a new optimizer")
     ap.add_argument("--config", type=str, default="{}", help="ModelConfig overrides as JSON")
     args = ap.parse_args(argv)
 
@@ -136,8 +138,14 @@ def main(argv=None) -> int:
         step = state["step"]
         print(f"resumed from {ckpt_path} at step {step}", file=log)
     elif args.init:
-        state = torch.load(args.init, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        if args.init.suffix == ".safetensors":  # a shipped weight file with training tensors
+            from .weights import training_state_from_weights
+            config, init_state = training_state_from_weights(args.init)
+            model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
+            opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        else:
+            init_state = torch.load(args.init, map_location=device, weights_only=False)["model"]
+        model.load_state_dict(init_state)
         print(f"initialised from {args.init}", file=log)
 
     files, val = split_train_validation(list_images(args.data))
@@ -199,6 +207,7 @@ def main(argv=None) -> int:
         step += 1
 
         full = keep >= 1.0
+        bpp, mse = bpp.detach(), mse.detach()
         acc["n"] += 1
         acc["loss"] += loss.item()
         acc["n1"] += int(full.sum())

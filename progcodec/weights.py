@@ -35,10 +35,18 @@ class LoadedModel:
     path: Path | None = None
 
 
-def save_weights(model: ProgressiveModel, name: str, path: Path) -> bytes:
-    """Write the run-time model to `path`; returns its 8-byte digest."""
+TRAIN_PREFIX = "train."  # training-only tensors (z density, float scale net): for resuming
+
+
+def save_weights(model: ProgressiveModel, name: str, path: Path,
+                 train_extras: dict[str, torch.Tensor] | None = None) -> bytes:
+    """Write the run-time model to `path`; returns its 8-byte digest.
+
+    train_extras: training-only tensors stored under "train." (the codec ignores them), so that
+    training can resume from a committed weight file without the optimizer checkpoint."""
     tensors = {}
-    for k, v in model.state_dict().items():
+    extras = {TRAIN_PREFIX + k: v for k, v in (train_extras or {}).items()}
+    for k, v in {**model.state_dict(), **extras}.items():
         v = v.detach().cpu().contiguous()
         tensors[k] = v.half() if v.is_floating_point() else v
     meta = {"format": FORMAT, "name": name, "config": json.dumps(model.config.to_dict())}
@@ -62,7 +70,8 @@ def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:
     model = ProgressiveModel(config, integer_scale=True)
     model.tables = CodingTables(tensors["tables.z_counts"].shape[0], tensors["tables.z_counts"].shape[1],
                                 tensors["tables.y_counts"].shape[0], tensors["tables.y_counts"].shape[1])
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()
+             if not k.startswith(TRAIN_PREFIX)}
     model.load_state_dict(state, strict=True)
     model.eval()
     return LoadedModel(meta["name"], hashlib.sha256(data).digest()[:8], model, path)
@@ -98,3 +107,18 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> LoadedModel:
             raise WeightsError(f"cannot read weights {path}: {e.strerror}") from None
         _cache[key] = load_weights_bytes(data, path)
     return _cache[key]
+
+
+def training_state_from_weights(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """State dict of the training-time model, rebuilt from a weight file with train extras."""
+    data = Path(path).read_bytes()
+    tensors = st_load(data)
+    header_len = int.from_bytes(data[:8], "little")
+    meta = json.loads(data[8:8 + header_len])["__metadata__"]
+    state = {k: v.float() for k, v in tensors.items()
+             if v.is_floating_point() and not k.startswith(("scale_net.", "tables.", TRAIN_PREFIX))}
+    extras = {k[len(TRAIN_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(TRAIN_PREFIX)}
+    if not extras:
+        raise WeightsError(f"{path} has no training tensors: cannot resume training from it")
+    state.update(extras)
+    return ModelConfig(**json.loads(meta["config"])), state

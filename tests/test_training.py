@@ -1,0 +1,83 @@
+"""Training, export and the integer scale network's agreement with its training emulation."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import progcodec
+from progcodec import train
+from progcodec.export import runtime_model_from_trained
+from progcodec.intnet import Z_GAIN
+from progcodec.model import ModelConfig, ProgressiveModel
+from progcodec.weights import load_model, save_weights, training_state_from_weights
+
+from conftest import smooth_image
+from make_tiny_model import tiny_trained_model
+
+
+def test_train_resume_export_roundtrip(tmp_path):
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(6):
+        Image.fromarray(smooth_image(80, 96, seed=i)).save(data / f"p{i}.png")
+    cfg = json.dumps({"N": 8, "M": 12, "H": 8})
+    common = [str(data), "--out", str(tmp_path / "run"), "--batch", "2", "--patch", "64",
+              "--log-every", "1", "--warmup", "1", "--config", cfg]
+    assert train.main(common + ["--steps", "2"]) == 0
+    assert train.main(common + ["--steps", "4"]) == 0  # resumes at step 2
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "resumed from" in log and "step 4 " in log and "step 3 " in log
+    assert "5 training images (1 held out)" in log
+
+    from progcodec.export import main as export_main
+    out = tmp_path / "m.safetensors"
+    assert export_main([str(tmp_path / "run" / "checkpoint.pt"), str(out), "--name", "t"]) == 0
+    m = load_model(out)
+    img = smooth_image(40, 60)
+    assert progcodec.decode(progcodec.encode(img, model=m), model=m).size == (60, 40)
+    # resuming from the shipped-style file restores the training model exactly (fp16 storage)
+    config, state = training_state_from_weights(out)
+    again = ProgressiveModel(config)
+    again.load_state_dict(state)
+    assert train.main([str(data), "--out", str(tmp_path / "run2"), "--batch", "2", "--patch", "64",
+                       "--steps", "1", "--init", str(out)]) == 0
+
+
+def test_validation_split_is_every_50th():
+    files = [f"img{i:04d}.png" for i in range(120)]
+    tr, val = train.split_train_validation(files)
+    assert val == ["img0000.png", "img0050.png", "img0100.png"]
+    assert not set(tr) & set(val) and len(tr) + len(val) == 120
+
+
+def test_integer_scale_net_matches_its_training_emulation():
+    """The exported integer net gives the index the QAT net trained with (float32 emulation
+    can differ only where an accumulator exceeds float32's exact range or sits on a tie)."""
+    trained = tiny_trained_model(seed=7)
+    runtime = runtime_model_from_trained(trained)
+    z = torch.from_numpy(np.random.default_rng(1).integers(-8, 9, (2, 8, 4, 5)))
+    with torch.no_grad():
+        emulated, _ = trained.scale_net(z)
+    exact = runtime.scale_net(z)
+    agree = (emulated.round().long() == exact).float().mean().item()
+    assert agree > 0.99, agree
+    assert exact.min() >= 0 and exact.max() < trained.config.levels
+
+
+def test_keep_fraction_masks_by_rank():
+    torch.manual_seed(0)
+    m = ProgressiveModel(ModelConfig(N=8, M=12, H=8))
+    x = torch.rand(3, 3, 64, 64)
+    out = m(x, torch.tensor([1.0, 0.1, 0.0001]))
+    bits_y = out["bits"] - out["bits_z"]
+    assert bits_y[0] > bits_y[1] > bits_y[2] >= 0
+    assert torch.isfinite(out["x_hat"]).all()
+
+
+def test_lambda_schedule_endpoints():
+    q = torch.tensor([0.005, 1.0, 0.0707])
+    lam = train.lambda_of_keep(q, 0.002, 0.032, 0.005)
+    assert lam[0].item() == pytest.approx(0.002) and lam[1].item() == pytest.approx(0.032)
+    assert lam[2].item() == pytest.approx(0.008, rel=0.02)  # log-log midpoint
