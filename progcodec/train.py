@@ -66,10 +66,15 @@ class CropSampler:
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
 
 
-def sample_keep(n: int, q_min: float, rng: random.Random) -> torch.Tensor:
-    q = [1.0 if rng.random() < 0.25 else math.exp(rng.uniform(math.log(q_min), 0.0))
-         for _ in range(n)]
-    return torch.tensor(q)
+def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False) -> torch.Tensor:
+    """Keep-fractions: 25% q = 1, the rest log-uniform in [q_min, 1]. low_bias (decoder
+    fine-tuning, as in the WACV 2025 paper): 80% log-uniform in [q_min, 0.15], 20% in [0.15, 1]."""
+    def one() -> float:
+        if low_bias:
+            lo, hi = (q_min, 0.15) if rng.random() < 0.8 else (0.15, 1.0)
+            return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        return 1.0 if rng.random() < 0.25 else math.exp(rng.uniform(math.log(q_min), 0.0))
+    return torch.tensor([one() for _ in range(n)])
 
 
 def lambda_of_keep(q: torch.Tensor, lam_min: float, lam_max: float, q_min: float) -> torch.Tensor:
@@ -105,6 +110,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lambda-min", type=float, default=0.002)
     ap.add_argument("--lambda-max", type=float, default=0.035)
     ap.add_argument("--q-min", type=float, default=0.005, help="smallest keep-fraction sampled")
+    ap.add_argument("--finetune-decoder", action="store_true",
+                    help="train only the decoder side (g_s, h_mean) on mostly small keep-fractions; "
+                         "the encoder side, z density and scale net stay frozen")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
@@ -147,6 +155,16 @@ def main(argv=None) -> int:
             init_state = torch.load(args.init, map_location=device, weights_only=False)["model"]
         model.load_state_dict(init_state)
         print(f"initialised from {args.init}", file=log)
+
+    if args.finetune_decoder:
+        trainable = [p for n, p in model.named_parameters() if n.startswith(("g_s.", "h_mean."))]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in trainable:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(trainable, lr=args.lr)
+        if ckpt_path.exists() and len(state["optimizer"]["param_groups"][0]["params"]) == len(trainable):
+            opt.load_state_dict(state["optimizer"])
 
     files, val = split_train_validation(list_images(args.data))
     t0 = time.time()
@@ -192,7 +210,7 @@ def main(argv=None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         x = sampler.batch(args.batch).to(device).contiguous(memory_format=torch.channels_last)
-        keep = sample_keep(args.batch, args.q_min, rng).to(device)
+        keep = sample_keep(args.batch, args.q_min, rng, args.finetune_decoder).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = model(x, keep)
         x_hat = out["x_hat"].float()
@@ -202,7 +220,7 @@ def main(argv=None) -> int:
         loss = (bpp + lam * 255**2 * mse).mean() + out["range_penalty"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         step += 1
 

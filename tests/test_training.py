@@ -41,8 +41,12 @@ def test_train_resume_export_roundtrip(tmp_path):
     config, state = training_state_from_weights(out)
     again = ProgressiveModel(config)
     again.load_state_dict(state)
+    before = {k: v.clone() for k, v in again.state_dict().items()}
     assert train.main([str(data), "--out", str(tmp_path / "run2"), "--batch", "2", "--patch", "64",
-                       "--steps", "1", "--init", str(out)]) == 0
+                       "--steps", "2", "--init", str(out), "--finetune-decoder"]) == 0
+    after = torch.load(tmp_path / "run2" / "checkpoint.pt", weights_only=False)["model"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("g_s.", "h_mean.")) for k in changed), changed
 
 
 def test_validation_split_is_every_50th():
