@@ -127,7 +127,9 @@ class IntLayer(nn.Module):
             acc = F.conv_transpose2d(a, w, None, self.stride, self.k // 2, self.stride - 1)
         else:
             acc = F.conv2d(a, w, None, self.stride, self.k // 2)
-        acc = acc.to(torch.int64) + self.bias.view(1, -1, 1, 1)
+        # Exact already; round() guards against a backend that picks an inexact algorithm
+        # (e.g. an FFT convolution) whose error stays far below 0.5.
+        acc = torch.round(acc).to(torch.int64) + self.bias.view(1, -1, 1, 1)
         return torch.div(acc, self.divisor.view(1, -1, 1, 1), rounding_mode="floor")
 
 
