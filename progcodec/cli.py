@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -16,11 +17,11 @@ import click
 from PIL import Image, UnidentifiedImageError
 
 from . import codec
-from .container import FormatError
+from .container import MAX_FILE_BYTES, MAX_PIXELS, FormatError
 from .weights import DEFAULT_MODEL, WeightsError
 
-# Pillow refuses images above ~179 Mpx with a DecompressionBombError; ours are bounded anyway.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's own decompression-bomb guard, at our limit (we also check sizes before decoding).
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 EXIT_BAD_INPUT = 1
 _INPUT_ERRORS = (codec.CodecError, FormatError, WeightsError, OSError, UnidentifiedImageError,
@@ -40,17 +41,24 @@ def _warn(msg: str) -> None:
 
 
 def _describe(e: BaseException) -> str:
+    """One line for the user; the caller prefixes the input's name."""
     if isinstance(e, OSError) and e.strerror:
-        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+        return e.strerror
     if isinstance(e, UnidentifiedImageError):
         return "not a readable image"
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _read_input(path: str) -> bytes:
+    """All bytes of a file or stdin, refusing more than MAX_FILE_BYTES (e.g. /dev/zero)."""
     if path == "-":
-        return sys.stdin.buffer.read()
-    return Path(path).read_bytes()
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    else:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(f"input larger than {MAX_FILE_BYTES} bytes")
+    return data
 
 
 def write_atomic(path: str, data: bytes, inputs: tuple[str, ...] = ()) -> None:
@@ -62,11 +70,18 @@ def write_atomic(path: str, data: bytes, inputs: tuple[str, ...] = ()) -> None:
     target = Path(path)
     for i in inputs:
         if i != "-" and Path(i).exists() and target.exists() and target.resolve() == Path(i).resolve():
-            raise InputError(f"{path}: refusing to overwrite an input file")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent or ".")
+            raise InputError(f"refusing to overwrite the input file {path}")
+    if not target.parent.is_dir():
+        raise InputError(f"output directory {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; outputs follow the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -76,23 +91,32 @@ def write_atomic(path: str, data: bytes, inputs: tuple[str, ...] = ()) -> None:
 def _load_image(path: str) -> Image.Image:
     data = _read_input(path)
     if not data:
-        raise InputError(f"{path}: empty file")
+        raise InputError("empty file")
     try:
         im = Image.open(io.BytesIO(data))
+        codec.check_image_size(*im.size)  # before any pixel is decoded
         im.load()
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable image") from None
+        raise InputError("not a readable image") from None
+    except Image.DecompressionBombError:  # Pillow's guard fires from the header, like ours
+        raise InputError(f"image exceeds the limit of {MAX_PIXELS} pixels") from None
     return im
 
 
+def _finite(ctx, param, value):
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 def _prefix_options(f):
-    f = click.option("--quality", "-q", type=click.FloatRange(0, 1), default=None,
+    f = click.option("--quality", "-q", type=click.FloatRange(0, 1), default=None, callback=_finite,
                      help="Keep a prefix chosen by quality Q in [0, 1]: 0 is the smallest decodable "
                           "prefix, 1 the whole file; bytes = min * (total/min) ** Q, so equal steps "
                           "of Q are equal ratios of bytes.")(f)
     f = click.option("--bytes", "-b", "nbytes", type=click.IntRange(min=1), default=None,
                      help="Keep the first N bytes of the file (at least its minimum decodable length).")(f)
-    f = click.option("--bpp", type=click.FloatRange(min=0, min_open=True), default=None,
+    f = click.option("--bpp", type=click.FloatRange(min=0, min_open=True), default=None, callback=_finite,
                      help="Keep a prefix of B bits per pixel: floor(B * width * height / 8) bytes.")(f)
     return f
 
@@ -140,16 +164,21 @@ def encode(inputs, output, quality, nbytes, bpp, model, device, quiet, as_json):
     With several inputs, a failing file is reported and skipped; the exit status is then 1."""
     _check_one_prefix(quality, nbytes, bpp)
     many = len(inputs) > 1
-    out_dir = None
-    if output is not None and output != "-" and (many or Path(output).is_dir()):
-        out_dir = Path(output)
-        out_dir.mkdir(parents=True, exist_ok=True)
-    elif many:
+    if many and (output is None or output == "-"):
         raise click.UsageError("several inputs need -o DIRECTORY")
+    if many and "-" in inputs:
+        raise click.UsageError("stdin ('-') can only be encoded alone")
     if output is None and "-" in inputs:
         raise click.UsageError("reading stdin needs -o FILE or -o -")
     if output == "-" and as_json:
         raise click.UsageError("--json and -o - both use stdout")
+    out_dir = None
+    if output is not None and output != "-" and (many or Path(output).is_dir()):
+        out_dir = Path(output)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise click.UsageError(f"-o {output}: not a directory")
+        out_dir.mkdir(parents=True, exist_ok=True)
+    destinations: dict[str, str] = {}
 
     failures = 0
     show_bar = many and not quiet and not as_json
@@ -161,15 +190,21 @@ def encode(inputs, output, quality, nbytes, bpp, model, device, quiet, as_json):
             else:
                 dest = output or str(Path(inp).with_suffix(".pic"))
             try:
+                if dest != "-" and dest in destinations:
+                    raise InputError(f"output {dest} would also be written for {destinations[dest]}")
+                destinations[dest] = inp
                 t0 = time.perf_counter()
                 im = _load_image(inp)
                 data = codec.encode(im, model=model, device=device, quality=quality,
                                     nbytes=nbytes, bpp=bpp)
                 seconds = time.perf_counter() - t0
                 write_atomic(dest, data, inputs)
-            except (InputError, *_INPUT_ERRORS) as e:
+            except WeightsError as e:  # no model: every file would fail the same way
+                _err(_describe(e))
+                sys.exit(EXIT_BAD_INPUT)
+            except Exception as e:  # one bad file never stops a batch
                 failures += 1
-                _err(f"{inp}: {_describe(e)}" if not str(e).startswith(inp) else _describe(e))
+                _err(f"{inp}: {_describe(e)}")
                 continue
             w, h = im.size
             rec = {"input": inp, "output": dest, "bytes": len(data),
@@ -190,7 +225,7 @@ def encode(inputs, output, quality, nbytes, bpp, model, device, quiet, as_json):
 @click.argument("input")
 @click.option("--output", "-o", default=None,
               help="Output image (format from its suffix: .png, .ppm, .bmp, .tif ...), or '-' for "
-                   "PNG on stdout. Default: the input path with suffix .png.")
+                   "PNG on stdout. Default: the input path with suffix .decoded.png.")
 @_prefix_options
 @_model_option
 @_device_option
@@ -205,9 +240,16 @@ def decode(input, output, quality, nbytes, bpp, model, device, strict, quiet, as
     if output is None:
         if input == "-":
             raise click.UsageError("reading stdin needs -o FILE or -o -")
-        output = str(Path(input).with_suffix(".png"))
+        # never next to the original as photo.png: decoding photo.pic would replace it
+        output = str(Path(input).with_suffix(".decoded.png"))
     if output == "-" and as_json:
         raise click.UsageError("--json and -o - both use stdout")
+    fmt = "PNG"
+    if output != "-":
+        ext = Path(output).suffix.lower()
+        fmt = Image.registered_extensions().get(ext)
+        if fmt is None or fmt not in Image.SAVE:
+            raise click.UsageError(f"-o {output}: cannot write images of type {ext or '(no suffix)'!r}")
     try:
         t0 = time.perf_counter()
         data = _read_input(input)
@@ -215,12 +257,6 @@ def decode(input, output, quality, nbytes, bpp, model, device, strict, quiet, as
                                   device=device, strict=strict)
         seconds = time.perf_counter() - t0
         buf = io.BytesIO()
-        fmt = "PNG" if output == "-" else None
-        if fmt is None:
-            ext = Path(output).suffix.lower()
-            fmt = Image.registered_extensions().get(ext)
-            if fmt is None:
-                raise InputError(f"{output}: unknown image format suffix {ext!r}")
         d.image.save(buf, format=fmt)
         write_atomic(output, buf.getvalue(), (input,))
     except (InputError, *_INPUT_ERRORS) as e:
@@ -293,6 +329,9 @@ def run() -> None:
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
+    except BrokenPipeError:  # e.g. `progcodec decode x.pic -o - | head -c 10`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BAD_INPUT)
     except Exception as e:  # a bug or a resource failure: still one line, still exit 1
         if os.environ.get("PROGCODEC_DEBUG"):
             raise

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 from . import container, entropy
 from .container import FormatError, Header
 from .model import STRIDE, coding_order
-from .weights import DEFAULT_MODEL, LoadedModel, load_model
+from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model
 
 
 class CodecError(Exception):
@@ -51,7 +51,7 @@ class _Runtime:
         self.g_a64 = copy.deepcopy(m.g_a).double().to(device).eval()
         self.h_a64 = copy.deepcopy(m.h_a).double().to(device).eval()
         self.h_mean64 = copy.deepcopy(m.h_mean).double().to(device).eval()
-        self.scale_net = m.scale_net.to(device)
+        self.scale_net = copy.deepcopy(m.scale_net).to(device)
         self.g_s = copy.deepcopy(m.g_s).float().to(device).eval()
         if device.type == "cpu":
             self.g_s = self.g_s.to(memory_format=torch.channels_last)
@@ -76,9 +76,30 @@ def runtime(model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto") -> _
 
 
 # ---- images -----------------------------------------------------------------------------------
+def check_image_size(width: int, height: int) -> None:
+    """Refuse sizes the codec cannot hold, before any pixel is decoded or allocated."""
+    if width < 1 or height < 1:
+        raise CodecError("empty image")
+    if width > container.MAX_SIDE or height > container.MAX_SIDE or width * height > container.MAX_PIXELS:
+        raise CodecError(f"image of {width}x{height} pixels exceeds the limit of "
+                         f"{container.MAX_SIDE} per side and {container.MAX_PIXELS} pixels")
+
+
 def to_rgb_array(image) -> np.ndarray:
-    """A PIL image or an HxWx3 uint8 array -> HxWx3 uint8 array."""
+    """A PIL image or an HxWx3 uint8 array -> HxWx3 uint8 array.
+
+    EXIF orientation is applied; alpha is dropped (the colour channels are coded as they are);
+    16-bit and 32-bit integer images are scaled to 8 bits instead of clipped."""
     if isinstance(image, Image.Image):
+        check_image_size(*image.size)
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            arr = np.asarray(image).astype(np.int64)
+            scale = 257 if arr.max(initial=0) > 255 or image.mode.startswith("I;16") else 1
+            gray = np.clip(np.round(arr / scale), 0, 255).astype(np.uint8)
+            return np.repeat(gray[:, :, None], 3, axis=2)
+        if image.mode == "F":
+            raise CodecError("floating-point images are not supported")
         return np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
@@ -107,6 +128,9 @@ def prefix_length(min_len: int, total: int, width: int, height: int, *, quality=
     quality Q in [0, 1] maps geometrically: min_len * (total / min_len) ** Q, so 0 is the
     smallest decodable prefix, 1 the whole file, and equal steps of Q are equal ratios of bytes.
     """
+    for name, v in (("quality", quality), ("bpp", bpp)):
+        if v is not None and not math.isfinite(v):
+            raise CodecError(f"{name} must be a finite number, got {v}")
     given = [v is not None for v in (quality, nbytes, bpp)]
     if sum(given) > 1:
         raise CodecError("give at most one of quality, bytes, bpp")
@@ -119,7 +143,7 @@ def prefix_length(min_len: int, total: int, width: int, height: int, *, quality=
     elif bpp is not None:
         if bpp <= 0:
             raise CodecError(f"bpp must be positive, got {bpp}")
-        n = int(math.floor(bpp * width * height / 8))
+        n = int(min(math.floor(bpp * width * height / 8), total))
     else:
         return total
     if n < min_len:
@@ -136,10 +160,7 @@ def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "au
     quality/nbytes/bpp keep only a prefix of the file (see prefix_length)."""
     rgb = to_rgb_array(image)
     h, w = rgb.shape[:2]
-    if h < 1 or w < 1:
-        raise CodecError("empty image")
-    if w > container.MAX_SIDE or h > container.MAX_SIDE or w * h > container.MAX_PIXELS:
-        raise CodecError(f"image of {w}x{h} pixels exceeds the limit of {container.MAX_PIXELS} pixels")
+    check_image_size(w, h)
     rt = runtime(model, device)
     x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
     x = _pad(x.permute(2, 0, 1)[None].to(torch.float64) / 255)
@@ -248,8 +269,10 @@ def info(data: bytes, *, model: str | LoadedModel = DEFAULT_MODEL, device: str =
            "complete_file_bytes": h.full_length, "bpp": 8 * len(data) / (h.width * h.height),
            "min_decodable_bytes": h.min_length}
     try:
-        lat = _decode_latent(data, runtime(model, device), strict=False)
-        out.update(elements_total=lat.total, elements_decodable=lat.decoded, warnings=lat.warnings)
-    except (CodecError, FormatError) as e:
-        out.update(elements_total=None, elements_decodable=0, warnings=[str(e)])
+        rt = runtime(model, device)
+    except WeightsError as e:  # the header fields need no model; element counts do
+        out.update(elements_total=None, elements_decodable=None, warnings=[str(e)])
+        return out
+    lat = _decode_latent(data, rt, strict=False)  # corrupt or too short: FormatError
+    out.update(elements_total=lat.total, elements_decodable=lat.decoded, warnings=lat.warnings)
     return out

@@ -15,7 +15,10 @@ MAGIC = b"\x89PGC"
 VERSION = 1
 MAX_NAME = 64
 MAX_SIDE = 65535
-MAX_PIXELS = 1 << 25  # 33.5 Mpx: what the un-tiled transforms can run within a few GB
+# 16.8 Mpx (4096 x 4096). The transforms are not tiled yet: peak memory grows with the image
+# (roughly 0.4 GB per Mpx to decode, 0.8 GB per Mpx to encode in float64).
+MAX_PIXELS = 1 << 24
+MAX_FILE_BYTES = 1 << 30  # no valid file comes near this; inputs are read up to it
 Y_BLOCK = 1024  # y payload bytes per CRC block
 MAX_BITS_PER_SYMBOL = 24  # the tables' rarest symbol costs 22 bits; a stream can't exceed this
 
@@ -104,7 +107,7 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
         raise FormatError(f"corrupt header: image size {width}x{height}")
     if width * height > MAX_PIXELS:
         raise FormatError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
-    if not 4 <= y_block <= 65535 or y_block % 4:
+    if not 256 <= y_block <= 65535 or y_block % 4:
         raise FormatError(f"corrupt header: y block size {y_block}")
     nz, ny = latent_sizes(width, height)
     zc, yc = z_channels or 1024, y_channels or 1024

@@ -77,7 +77,7 @@ def encode_z(z_sym: np.ndarray, models: Models) -> bytes:
     for c in range(z_sym.shape[0]):
         model, offset, size = models.z(c)
         s = z_sym[c].ravel() - offset
-        if s.min() < 0 or s.max() >= size:
+        if s.size and (s.min() < 0 or s.max() >= size):
             raise ValueError("z symbols outside the table support: clamp_z first")
         enc.encode(s.astype(np.int32), model)
     return words_to_bytes(enc.get_compressed())
@@ -94,7 +94,12 @@ def decode_z(data: bytes, shape: tuple[int, int, int], models: Models) -> np.nda
             out[c] = dec.decode(model, h * w).astype(np.int64) + offset
     except (AssertionError, ValueError, RuntimeError) as e:
         raise StreamError(f"corrupt z stream: {e}") from None
-    return out.reshape(shape)
+    z = out.reshape(shape)
+    # The CRC catches damage; re-encoding catches a stream that is not what it claims (e.g. too
+    # short for its symbols, read past its end as zeros): the coder is deterministic.
+    if encode_z(z, models) != data:
+        raise StreamError("corrupt z stream: it does not re-encode to itself")
+    return z
 
 
 # ---- y: runs of equal scale index in coding order --------------------------------------------

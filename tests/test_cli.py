@@ -177,3 +177,61 @@ def test_help_explains_every_option():
         out = run(cmd, "--help").stdout.decode()
         for opt in ("--quality", "--bytes", "--bpp") if cmd != "info" else ("--json",):
             assert opt in out
+
+
+def test_decode_default_output_never_replaces_the_original(tmp_path):
+    png = tmp_path / "photo.png"
+    Image.fromarray(smooth_image(20, 30)).save(png)
+    original = png.read_bytes()
+    assert run("encode", png, "--model", TINY, "--quiet").returncode == 0
+    assert run("decode", tmp_path / "photo.pic", "--model", TINY, "--quiet").returncode == 0
+    assert png.read_bytes() == original
+    assert (tmp_path / "photo.decoded.png").exists()
+
+
+def test_huge_png_header_refused_before_decoding(tmp_path):
+    """A 200-byte PNG claiming 60000x60000: refused from its header, nothing allocated."""
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    (tmp_path / "bomb.png").write_bytes(png)
+    assert_clean_error(run("encode", tmp_path / "bomb.png", "-o", tmp_path / "b.pic", "--model", TINY),
+                       "exceeds the limit")
+
+
+def test_16bit_png_is_scaled_not_clipped(tmp_path):
+    ramp = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    im = Image.open(tmp_path / "deep.png")
+    from progcodec.codec import to_rgb_array
+    rgb = to_rgb_array(im)
+    assert rgb.shape == (48, 64, 3)
+    assert abs(int(rgb[..., 0].mean()) - int(ramp.mean() / 257)) <= 1  # not all 255
+
+
+def test_bad_option_values_are_usage_errors(tmp_path, pic):
+    for opt in (["--bpp", "nan"], ["--bpp", "inf"], ["--quality", "nan"]):
+        assert run("decode", pic, "-o", tmp_path / "x.png", "--model", TINY, *opt).returncode == 2, opt
+    r = run("decode", pic, "-o", tmp_path / "x.psd", "--model", TINY)
+    assert r.returncode == 2 and not (tmp_path / "x.psd").exists()
+    (tmp_path / "afile").write_text("x")
+    assert run("encode", pic, pic, "-o", tmp_path / "afile", "--model", TINY).returncode == 2
+
+
+def test_forged_empty_z_stream_is_rejected(tmp_path, pic):
+    """A header whose z stream is empty but CRC-valid: z must re-encode to itself."""
+    h = container.parse_header(pic.read_bytes())
+    h.z_len, h.y_len = 0, 0
+    forged = h.pack() + struct.pack(">I", zlib.crc32(b""))
+    (tmp_path / "forged.pic").write_bytes(forged)
+    assert_clean_error(run("decode", tmp_path / "forged.pic", "-o", tmp_path / "x.png", "--model", TINY),
+                       "z stream")
+
+
+def test_output_files_follow_umask(tmp_path, pic):
+    import os
+    assert run("decode", pic, "-o", tmp_path / "m.png", "--model", TINY, "--quiet").returncode == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m.png").stat().st_mode & 0o777 == 0o666 & ~umask

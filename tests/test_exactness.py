@@ -54,16 +54,6 @@ def test_golden_bitstream(tiny):
     assert hashlib.sha256(data).hexdigest() == GOLDEN_TINY
 
 
-def test_scale_index_is_integer_path_independent_of_float_noise(tiny):
-    """The scale net takes only z symbols: float noise elsewhere cannot move an index."""
-    rt = codec.runtime(tiny, "cpu")
-    z = torch.from_numpy(np.random.default_rng(0).integers(-6, 7, (1, 8, 3, 4)))
-    _, a = rt.hyper(z)
-    _, b = rt.hyper(z.clone())
-    assert torch.equal(a, b) and a.dtype == torch.int64
-    assert int(a.min()) >= 0 and int(a.max()) < rt.levels
-
-
 def test_coding_order_descending_with_position_ties():
     idx = torch.tensor([3, 5, 5, 0, 3, 5])
     assert coding_order(idx, 8).tolist() == [1, 2, 5, 0, 4, 3]

@@ -36,13 +36,16 @@ def _latent(data, model):
 def test_every_cut_decodes_exact_prefix(tiny):
     """Many random cuts: each decodes, its decoded elements equal the full file's, and the
     number decoded never falls as the cut grows."""
-    data = progcodec.encode(smooth_image(96, 128), model=tiny)
+    data = progcodec.encode(smooth_image(256, 320), model=tiny)
     h = container.parse_header(data)
+    assert h.y_len > 2 * h.y_block, "the file must span several CRC blocks"
     full = _latent(data, tiny)
     base = _latent(data[:h.min_length], tiny)  # nothing of y: all predicted means
     assert base.decoded == 0
     rng = np.random.default_rng(0)
-    cuts = sorted(set(rng.integers(h.min_length, len(data) + 1, 150).tolist()) | {len(data) - 1})
+    edges = [h.min_length + k * (h.y_block + 4) + d for k in (1, 2) for d in range(-6, 7)]
+    cuts = sorted(set(rng.integers(h.min_length, len(data) + 1, 100).tolist()) | set(edges)
+                  | {len(data) - 1})
     prev = -1
     for n in cuts:
         lat = _latent(data[:n], tiny)
