@@ -69,6 +69,9 @@ def main(argv=None) -> int:
                     help="prefix lengths in percent of each file")
     ap.add_argument("--limit", type=int, default=0, help="only the first N images")
     ap.add_argument("--files", default="", help="comma-separated file names to use (default: all)")
+    ap.add_argument("--heldout", action="store_true",
+                    help="use only the validation images that training holds out of this folder "
+                         "(every 50th by name, see progcodec.train)")
     ap.add_argument("--no-jpeg", action="store_true", help="skip the JPEG comparison")
     ap.add_argument("--exactness", action="store_true",
                     help="also encode with 1 vs 2 threads and oneDNN on vs off; count differing bytes")
@@ -78,6 +81,9 @@ def main(argv=None) -> int:
     loaded = load_model(args.model)
     cuts = [float(c) for c in args.cuts.split(",")]
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if args.heldout:
+        from .train import list_images, split_train_validation
+        files = split_train_validation(list_images(args.images))[1]
     if args.files:
         wanted = set(args.files.split(","))
         files = [f for f in files if f.name in wanted]
