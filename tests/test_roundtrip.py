@@ -36,7 +36,7 @@ def _latent(data, model):
 def test_every_cut_decodes_exact_prefix(tiny):
     """Many random cuts: each decodes, its decoded elements equal the full file's, and the
     number decoded never falls as the cut grows."""
-    data = progcodec.encode(smooth_image(256, 320), model=tiny)
+    data = progcodec.encode(smooth_image(512, 640), model=tiny)
     h = container.parse_header(data)
     assert h.y_len > 2 * h.y_block, "the file must span several CRC blocks"
     full = _latent(data, tiny)
