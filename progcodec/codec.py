@@ -253,9 +253,7 @@ def decode(data: bytes, quality=None, nbytes=None, bpp=None, **options) -> Image
 def truncate(data: bytes, *, quality=None, nbytes=None, bpp=None) -> bytes:
     """A shorter valid .pic: the chosen prefix (no model needed)."""
     h = container.parse_header(data)
-    if len(data) < h.min_length:
-        raise FormatError(f"file too short: {len(data)} bytes; this file needs at least "
-                          f"{h.min_length} bytes (header and z stream) to decode")
+    h.require_decodable(len(data))
     return data[:prefix_length(h.min_length, len(data), h.width, h.height,
                                quality=quality, nbytes=nbytes, bpp=bpp)]
 

@@ -57,6 +57,12 @@ class Header:
         """Shortest decodable prefix: header, z stream and its CRC."""
         return self.size + self.z_len + 4
 
+    def require_decodable(self, available: int) -> None:
+        """Raise the user-facing error when fewer than min_length bytes are present."""
+        if available < self.min_length:
+            raise FormatError(f"file too short: {available} bytes; this file needs at least "
+                              f"{self.min_length} bytes (header and z stream) to decode")
+
     @property
     def full_length(self) -> int:
         blocks = -(-self.y_len // self.y_block)
@@ -131,9 +137,7 @@ class Parsed:
 
 def parse(data: bytes, z_channels: int | None = None, y_channels: int | None = None) -> Parsed:
     h = parse_header(data, z_channels, y_channels)
-    if len(data) < h.min_length:
-        raise FormatError(f"file too short: {len(data)} bytes; this file needs at least "
-                          f"{h.min_length} bytes (header and z stream) to decode")
+    h.require_decodable(len(data))
     z_start = h.size
     z_bytes = data[z_start:z_start + h.z_len]
     (z_crc,) = struct.unpack(">I", data[z_start + h.z_len:h.min_length])
