@@ -54,6 +54,32 @@ def coding_order(scale_index: torch.Tensor, levels: int) -> torch.Tensor:
     return torch.argsort(key, dim=-1)
 
 
+ORDERS = ("scale", "channel", "raster")
+
+
+def element_order(scale_index: torch.Tensor, shape: tuple[int, int, int], kind: str,
+                  levels: int) -> torch.Tensor:
+    """Order of the y elements under an ordering rule, for training masks and the ablation.
+
+    scale_index: int64 (..., C*H*W) flattened in (C, H, W) order. "scale" is the codec's
+    coding_order; the two fixed orders are the baselines of the ordering ablation: "channel"
+    (ProgDTD's tail drop: channel 0 first, whole channels at a time) and "raster" (position by
+    position, all channels of a position together). Only "scale" is used by the real coder.
+    """
+    if kind == "scale":
+        return coding_order(scale_index, levels)
+    c, h, w = shape
+    n = c * h * w
+    dev = scale_index.device
+    if kind == "channel":
+        order = torch.arange(n, device=dev)
+    elif kind == "raster":
+        order = torch.arange(n, device=dev).view(c, h * w).t().reshape(-1)
+    else:
+        raise ValueError(f"unknown order {kind!r}; expected one of {ORDERS}")
+    return order.expand(scale_index.shape[:-1] + (n,))
+
+
 def gaussian_likelihood(residual: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """P(bin of width 1 around residual) under N(0, sigma), in fp32."""
     residual, sigma = residual.float(), sigma.float()
@@ -92,6 +118,7 @@ class ProgressiveModel(nn.Module):
         else:
             self.scale_net = ScaleNetQAT(c.N, c.H, c.M, c.levels)
             self.z_density = FactorizedDensity(c.N)
+        self.mask_order = "scale"  # training-time masking rule (ablation only; see element_order)
         self.register_buffer("log_scale_table", torch.log(c.scale_table()).float(),
                              persistent=False)
 
@@ -118,7 +145,7 @@ class ProgressiveModel(nn.Module):
         b = y.shape[0]
         flat_idx = idx.detach().round().long().reshape(b, -1)
         n = flat_idx.shape[1]
-        order = coding_order(flat_idx, self.config.levels)
+        order = element_order(flat_idx, tuple(y.shape[1:]), self.mask_order, self.config.levels)
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(n, device=x.device).expand(b, n))
         kept = torch.ceil(keep.to(x.device) * n).long().view(b, 1)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .model import ModelConfig, ProgressiveModel
+from .model import ORDERS, ModelConfig, ProgressiveModel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
 
@@ -122,6 +122,10 @@ def main(argv=None) -> int:
                     help="start from these weights (a checkpoint.pt, or a shipped .safetensors "
                          "file with training tensors), with a new optimizer")
     ap.add_argument("--config", type=str, default="{}", help="ModelConfig overrides as JSON")
+    ap.add_argument("--order", default="scale", choices=ORDERS,
+                    help="element order of the training masks: scale (the codec's), or the "
+                         "ablation baselines channel (ProgDTD tail drop) and raster; only "
+                         "scale-ordered models can be exported for the codec")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -166,6 +170,7 @@ def main(argv=None) -> int:
         if ckpt_path.exists() and len(state["optimizer"]["param_groups"][0]["params"]) == len(trainable):
             opt.load_state_dict(state["optimizer"])
 
+    model.mask_order = args.order
     files, val = split_train_validation(list_images(args.data))
     t0 = time.time()
     sampler = CropSampler(files, args.patch, args.seed + step)

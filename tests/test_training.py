@@ -10,7 +10,7 @@ import progcodec
 from progcodec import train
 from progcodec.export import runtime_model_from_trained
 from progcodec.intnet import Z_GAIN
-from progcodec.model import ModelConfig, ProgressiveModel
+from progcodec.model import ModelConfig, ProgressiveModel, element_order
 from progcodec.weights import load_model, save_weights, training_state_from_weights
 
 from conftest import smooth_image
@@ -85,3 +85,43 @@ def test_lambda_schedule_endpoints():
     lam = train.lambda_of_keep(q, 0.002, 0.032, 0.005)
     assert lam[0].item() == pytest.approx(0.002) and lam[1].item() == pytest.approx(0.032)
     assert lam[2].item() == pytest.approx(0.008, rel=0.02)  # log-log midpoint
+
+
+def test_element_orders_are_the_documented_permutations():
+    from progcodec.model import coding_order
+    c, h, w = 3, 2, 2
+    idx = torch.tensor([[5, 1, 5, 0, 2, 2, 9, 1, 0, 3, 3, 4]])
+    scale = element_order(idx, (c, h, w), "scale", 10)
+    assert torch.equal(scale, coding_order(idx, 10))
+    assert idx[0, scale[0]].tolist() == sorted(idx[0].tolist(), reverse=True)
+    assert element_order(idx, (c, h, w), "channel", 10)[0].tolist() == list(range(12))
+    # raster: every channel of position (0,0), then of (0,1), ...: flat index = ch*4 + pos
+    assert element_order(idx, (c, h, w), "raster", 10)[0].tolist() == [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]
+    with pytest.raises(ValueError):
+        element_order(idx, (c, h, w), "zigzag", 10)
+
+
+@pytest.mark.parametrize("order", ["channel", "raster"])
+def test_training_masks_follow_the_ablation_order(order):
+    """With a fixed order, a keep-fraction of 1/3 of a 3-channel latent sends exactly channel 0
+    (channel order) or the first 16 of 48 elements in position-major order (raster order);
+    every other element is its mean."""
+    torch.manual_seed(0)
+    m = ProgressiveModel(ModelConfig(N=8, M=3, H=8))
+    m.mask_order = order
+    with torch.no_grad():  # a large latent: most residuals round away from 0
+        m.g_a[-1].weight.mul_(100)
+    seen = {}
+    m.g_s.register_forward_pre_hook(lambda mod, args: seen.setdefault("y_in", args[0].detach()))
+    x = torch.rand(1, 3, 64, 64)
+    m(x, torch.tensor([1 / 3]))
+    with torch.no_grad():
+        y = m.g_a(x).float()
+        mu = m.h_mean(torch.round(m.h_a(y))).float()
+    y_hat = torch.round(y - mu) + mu
+    expect = element_order(torch.zeros(1, 48, dtype=torch.long), (3, 4, 4), order, 2)[0][:16]
+    kept = torch.zeros(48, dtype=torch.bool)
+    kept[expect] = True
+    kept = kept.view(1, 3, 4, 4)
+    assert torch.allclose(seen["y_in"], torch.where(kept, y_hat, mu), atol=1e-5)
+    assert (y_hat != mu)[~kept].float().mean() > 0.5  # the check above could see a wrong mask
