@@ -298,8 +298,9 @@ def run_jpeg2000(orig: Original, cuts) -> list[Point]:
         t0 = time.perf_counter()
         data = j2k_encode(orig.rgb, tmp)
         t_enc = time.perf_counter() - t0
+        headers = len(_assemble(parse_codestream(data), 0))
         for label, n in cuts:
-            if n >= len(data):
+            if n >= len(data) or n < headers:  # past the file, or not even its headers
                 continue
             cut, k = cut_codestream(data, n)
             t0 = time.perf_counter()

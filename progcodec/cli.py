@@ -358,7 +358,13 @@ def eval_(dataset, out_dir, against, anchors, reference, limit, model, device, q
         raise click.UsageError(f"--against: unknown codec {unknown[0]!r}; choose from "
                                + ", ".join(evaluate.classic.RUNNERS))
     note = (lambda m: None) if quiet else (lambda m: click.echo(f"progcodec: note: {m}", err=True))
-    command = "progcodec " + shlex.join(sys.argv[1:])
+    args = ["progcodec", "eval", dataset, "-o", out_dir]  # the run, as a command to repeat
+    for flag, value, default in (("--against", against, ""), ("--anchors", anchors, None),
+                                 ("--reference", reference, None), ("--limit", limit, 0),
+                                 ("--model", model, DEFAULT_MODEL), ("--device", device, "auto")):
+        if value != default:
+            args += [flag, str(value)]
+    command = shlex.join(args)
     try:
         n = len(evaluate.list_images(Path(dataset), limit))
         with click.progressbar(length=n, label="eval", file=sys.stderr, show_pos=True,

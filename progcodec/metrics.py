@@ -81,18 +81,23 @@ def _one_thread():
 
 
 def _pyramid(x: torch.Tensor) -> list[torch.Tensor]:
-    """The image at each scale: 2x2 average pooling, zero-padded on odd sides (count_include_pad,
-    as pytorch_msssim)."""
+    """The (centred) image at each scale: 2x2 average pooling. pytorch_msssim pools with
+    padding=(H % 2, W % 2), i.e. one row/column of zeros on both sides of an odd side, zeros
+    counted in the average; here zero is -0.5 (the centring), so the padding is explicit."""
     out = [x]
     for _ in range(len(MS_SSIM_WEIGHTS) - 1):
-        pad = [s % 2 for s in x.shape[2:]]
-        x = F.avg_pool2d(x, kernel_size=2, padding=pad)
+        ph, pw = x.shape[2] % 2, x.shape[3] % 2
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph), value=-0.5)
+        x = F.avg_pool2d(x, kernel_size=2)
         out.append(x)
     return out
 
 
 def _to_tensor(a, data_range: float) -> torch.Tensor:
-    return torch.from_numpy(_as_float(a) / data_range).float().permute(2, 0, 1)[None]
+    """float32 in [-0.5, 0.5]: centred, so that E[x^2] - E[x]^2 loses less to cancellation
+    (variances do not change with the shift; the luminance term adds it back)."""
+    return torch.from_numpy(_as_float(a) / data_range - 0.5).float().permute(2, 0, 1)[None]
 
 
 class MSSSIM:
@@ -126,7 +131,8 @@ class MSSSIM:
             if i < len(MS_SSIM_WEIGHTS) - 1:
                 vals.append(torch.relu(cs_map.flatten(2).mean(-1, dtype=torch.float64)))
             else:
-                ssim_map = (2 * mx * my + c1) / (mx * mx + my * my + c1) * cs_map
+                ux, uy = mx + 0.5, my + 0.5  # the means in 0..1
+                ssim_map = (2 * ux * uy + c1) / (ux * ux + uy * uy + c1) * cs_map
                 vals.append(torch.relu(ssim_map.flatten(2).mean(-1, dtype=torch.float64)))
         w = torch.tensor(MS_SSIM_WEIGHTS, dtype=torch.float64)
         per_channel = torch.prod(torch.stack(vals, 0) ** w.view(-1, 1, 1), dim=0)
@@ -136,8 +142,8 @@ class MSSSIM:
 def ms_ssim(a, b, data_range: float = 255.0) -> float:
     """MS-SSIM of two HxWx3 images on 0..data_range, averaged over the RGB channels.
 
-    Computed in float32 on values scaled to 0..1, as CompressAI does (its eval_model passes
-    float32 tensors in [0, 1] to pytorch_msssim with data_range=1)."""
+    Computed in float32 on values scaled to 0..1 (as CompressAI's eval_model passes them to
+    pytorch_msssim with data_range=1), centred on 0 for the variances (see _to_tensor)."""
     return MSSSIM(a, data_range)(b)
 
 
