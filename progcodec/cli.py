@@ -345,10 +345,17 @@ def train(args):
 def eval_(dataset, out_dir, against, anchors, reference, limit, model, device, quiet):
     """Rate-distortion evaluation on a folder of images (e.g. Kodak).
 
-    One encode per image, decodes at a ladder of prefixes (0.05 to 2 bpp) and of the whole
-    file; PSNR-RGB and MS-SSIM; classic codecs and published curves beside it; a BD-rate table.
-    Writes OUT_DIR/results.json (CompressAI's schema, per-image values included), one JSON per
-    measured codec, results.md and rd.png (the plot needs matplotlib: progcodec[eval])."""
+    One encode per image with the model, then decodes of prefixes at 0.05, 0.1, 0.15, 0.2,
+    0.3, 0.4, 0.5, 0.75, 1, 1.5 and 2 bpp (where the file is longer) and of the whole file;
+    bpp = 8 x bytes decoded / pixels; PSNR-RGB (peak 255) and MS-SSIM. Means per step are over
+    the images that reach it; the curves (plot, BD-rates) keep the steps every image reaches
+    and the whole file. Classic codecs run in the same pass; published curves are read from
+    --anchors.
+
+    Writes to the output directory: results.json (CompressAI's result schema, per-image values
+    and the run's details included), <codec>.json per measured codec, results.md (tables,
+    BD-rates, timings, the command) and rd.png (needs matplotlib: pip install
+    'progcodec[eval]')."""
     import shlex
 
     from . import evaluate

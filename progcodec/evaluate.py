@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -278,6 +279,7 @@ def run(dataset: Path, *, model=None, device: str = "auto", against=(), anchors:
         except classic.CodecUnavailable as e:
             add_note(f"{name} skipped: {e}")
     ours, theirs = [], {name: [] for name in available}
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     t_start = time.perf_counter()
     for f in files:
         try:
@@ -323,7 +325,8 @@ def run(dataset: Path, *, model=None, device: str = "auto", against=(), anchors:
     ref = ref_file or pick_reference(curves, reference)
     meta = {"command": command, "dataset": str(dataset), "images": n,
             "model": loaded.name, "model_digest": loaded.digest.hex(),
-            "device": describe_device(device), "seconds": wall,
+            "device": describe_device(device), "seconds": wall, "cpu_count": os.cpu_count(),
+            "load_average_at_start": load_start,
             "against": list(against), "measured": list(theirs), "anchors": str(anchors or ""),
             "ladder_bpp": list(LADDER_BPP), "reference": ref.name,
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -343,7 +346,9 @@ def markdown(res: EvalResult) -> str:
              f"Produced on {m['date_utc']}.", "",
              f"- model: `{m['model']}` (weights digest `{m['model_digest']}`)",
              f"- images: {m['images']} from `{m['dataset']}`",
-             f"- device: {m['device']}; whole run {m['seconds']:.0f} s",
+             f"- device: {m['device']}; whole run {m['seconds']:.0f} s"
+             + (f" (1-minute load average {m['load_average_at_start']:.1f} on {m['cpu_count']} "
+                "CPUs when it started)" if m.get("load_average_at_start") is not None else ""),
              "- PSNR-RGB: 8-bit, peak 255, MSE over all pixels and channels, averaged over images "
              "per point; MS-SSIM: 5 scales, 11x11 Gaussian (sigma 1.5), per RGB channel, averaged "
              "(as pytorch_msssim / CompressAI).",
@@ -356,6 +361,8 @@ def markdown(res: EvalResult) -> str:
              "- JPEG 2000 cuts keep whole packets only (located through the PLT markers), so "
              "their bpp, counted on the bytes of the written codestream, is at or below the "
              "step's budget.", ""]
+    if m.get("plot"):
+        lines += [f"![PSNR-RGB and MS-SSIM against bpp]({m['plot']})", ""]
     for c in res.curves:
         if c.kind == "anchor":
             continue
@@ -451,6 +458,7 @@ def write_outputs(res: EvalResult, out_dir: Path, write: Callable[[str, bytes], 
 
     try:
         png = plot_png(res)
+        res.meta["plot"] = "rd.png"
     except ImportError:
         png = None
         msg = "matplotlib is not installed: no rd.png (pip install 'progcodec[eval]' for the plot)"
