@@ -317,7 +317,7 @@ RUNNERS = {"jpeg": run_jpeg, "jpeg-progressive": run_jpeg_progressive,
            "jpeg2000": run_jpeg2000, "webp": run_webp}
 LABELS = {"jpeg": "JPEG (Pillow, q sweep)",
           "jpeg-progressive": f"progressive JPEG q={PROGRESSIVE_JPEG_QUALITY}, truncated",
-          "jpeg2000": "JPEG 2000 (OpenJPEG, 10 layers), truncated",
+          "jpeg2000": "JPEG 2000 (OpenJPEG 9/7, 10 layers), truncated",
           "webp": "WebP (Pillow, q sweep)"}
 PROGRESSIVE = {"jpeg-progressive", "jpeg2000"}
 

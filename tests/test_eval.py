@@ -295,3 +295,17 @@ def test_ladder_png_width(tmp_path):
     r = CliRunner().invoke(cli.main, ["ladder", str(tmp_path / "i.pic"), "-o", str(out), "--model",
                                       TINY, "--cuts", "abc"])
     assert r.exit_code == 2
+
+
+def test_eval_and_ladder_help_explains_every_option():
+    import click
+    for name in ("eval", "ladder"):
+        cmd = cli.main.commands[name]
+        assert cmd.help and len(cmd.help) > 40
+        for p in cmd.params:
+            if isinstance(p, click.Option):
+                assert p.help and len(p.help) > 10, (name, p.name)
+        out = CliRunner().invoke(cli.main, [name, "--help"]).output
+        for p in cmd.params:
+            if isinstance(p, click.Option):
+                assert p.opts[-1] in out
