@@ -319,6 +319,21 @@ LABELS = {"jpeg": "JPEG (Pillow, q sweep)",
           "jpeg-progressive": f"progressive JPEG q={PROGRESSIVE_JPEG_QUALITY}, truncated",
           "jpeg2000": "JPEG 2000 (OpenJPEG 9/7, 10 layers), truncated",
           "webp": "WebP (Pillow, q sweep)"}
+DESCRIPTIONS = {
+    "jpeg": "Baseline JPEG, Pillow/libjpeg, 4:2:0, optimized Huffman tables, qualities "
+            + ", ".join(map(str, JPEG_QUALITIES)) + ".",
+    "jpeg-progressive": f"Progressive JPEG, Pillow/libjpeg, quality {PROGRESSIVE_JPEG_QUALITY}, "
+                        "4:2:0: one file per image, cut at the ladder's byte counts, decoded "
+                        "with Pillow's LOAD_TRUNCATED_IMAGES; plus the whole file.",
+    "jpeg2000": "JPEG 2000, OpenJPEG opj_compress -I (irreversible 9/7) -PLT, LRCP, 10 quality "
+                "layers at " + ", ".join(f"{b:.3g}" for b in J2K_LAYER_BPP) + " bpp (-r "
+                + ",".join(f"{r:.4g}" for r in J2K_RATIOS) + "): one codestream per image, cut "
+                "at the ladder's byte counts keeping whole packets (PLT), decoded with "
+                "opj_decompress; bpp counts the bytes of the written cut (at most the budget); "
+                "plus the whole stream.",
+    "webp": "WebP, Pillow/libwebp, lossy, method 4, qualities "
+            + ", ".join(map(str, WEBP_QUALITIES)) + ".",
+}
 PROGRESSIVE = {"jpeg-progressive", "jpeg2000"}
 
 

@@ -316,8 +316,7 @@ def run(dataset: Path, *, model=None, device: str = "auto", against=(), anchors:
             steps = order
         else:
             steps = [p["setting"] for p in per_image[0]["points"]] if per_image else []
-        curves.append(build_curve(name, classic.LABELS[name], (classic.RUNNERS[name].__doc__ or "")
-                                  .split("\n\n")[0].replace("\n", " ").strip(),
+        curves.append(build_curve(name, classic.LABELS[name], classic.DESCRIPTIONS[name],
                                   "measured", per_image, steps, n))
     curves += anchor_curves
     if ref_file:
@@ -419,12 +418,16 @@ def plot_png(res: EvalResult) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    anchors = [c for c in res.curves if c.kind == "anchor"]
+    anchor_colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(anchors))))
     for c in res.curves:
         if not c.bpp:
             continue
         style = {"ours": dict(lw=2.5, marker="o", ms=4, color="black", zorder=5),
                  "measured": dict(lw=1.5, marker=".", ms=5),
-                 "anchor": dict(lw=1, ls="--", alpha=0.7)}[c.kind]
+                 "anchor": dict(lw=1, ls="--", alpha=0.8)}[c.kind]
+        if c.kind == "anchor":
+            style["color"] = anchor_colors[anchors.index(c)]
         sel = [i for i, b in enumerate(c.bpp) if b <= PLOT_MAX_BPP * 1.2]
         axes[0].plot([c.bpp[i] for i in sel], [c.psnr[i] for i in sel], label=c.name, **style)
         if c.ms_ssim:
