@@ -4,13 +4,13 @@
 # published curves. Run from anywhere with progcodec installed, with the 'eval' extra for the
 # plot (pip install '.[eval]').
 #
-#   scripts/results.sh [OUT_DIR]          # default OUT_DIR: eval-kodak
-#   PROGCODEC_KODAK=/data/kodak scripts/results.sh
+#   scripts/results.sh [OUT_DIR]          # default OUT_DIR: runs/eval-kodak (git-ignored)
+#   PROGCODEC_KODAK=/data/kodak scripts/results.sh   # relative paths: from the repository root
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KODAK="${PROGCODEC_KODAK:-../shared/data/kodak}"
 ANCHORS="${PROGCODEC_ANCHORS:-../shared/anchors/compressai_kodak}"
-OUT="${1:-eval-kodak}"
+OUT="${1:-runs/eval-kodak}"
 PROGCODEC="${PROGCODEC:-progcodec}"   # e.g. PROGCODEC="python -m progcodec"
 
 $PROGCODEC eval "$KODAK" -o "$OUT" --against jpeg,jpeg-progressive,jpeg2000,webp --anchors "$ANCHORS"
