@@ -106,6 +106,31 @@ def test_bd_shifted_psnr_on_a_log_linear_curve(method):
     assert bdrate.bd_quality((RATES, q), (RATES, q + 1), method) == pytest.approx(1.0, abs=1e-9)
 
 
+def test_bd_rate_of_cubic_curves_hand_computed():
+    # log-rate exactly cubic in PSNR for both curves (sampled at different PSNRs), so the cubic
+    # fit is exact: the test curve adds 0.01 (q - 30)^2, whose mean over the overlap [27, 33]
+    # is 0.01 * 18 / 6
+    def log_ref(q):
+        return -2.3 + 0.3 * (q - 26) + 0.002 * (q - 26) ** 3
+    q1 = np.array([25.0, 27.5, 30.0, 31.0, 33.0])
+    q2 = np.array([27.0, 28.0, 29.5, 32.0, 34.0])
+    ref = (np.exp(log_ref(q1)), q1)
+    test = (np.exp(log_ref(q2) + 0.01 * (q2 - 30) ** 2), q2)
+    want = (math.exp(0.01 * 18 / 6) - 1) * 100
+    assert bdrate.bd_rate(ref, test, "cubic") == pytest.approx(want, abs=1e-9)
+    assert bdrate.bd_rate(ref, test, "pchip") == pytest.approx(want, abs=0.3)
+
+
+def test_pchip_matches_scipy():
+    interpolate = pytest.importorskip("scipy.interpolate")
+    x = np.array([24.0, 26.5, 27.0, 30.0, 34.0, 35.0])
+    y = np.array([-3.0, -2.2, -2.15, -1.0, 0.2, 0.9])
+    t = np.linspace(24, 35, 777)
+    ref = interpolate.PchipInterpolator(x, y)
+    assert np.allclose(bdrate.pchip_eval(x, y, t), ref(t), atol=1e-12)
+    assert bdrate.pchip_integral(x, y, 25.1, 33.3) == pytest.approx(ref.integrate(25.1, 33.3), abs=1e-12)
+
+
 def test_bd_pchip_matches_an_independent_integral():
     # a non-uniform curve: PCHIP integral against fine trapezoid sampling of the interpolant
     x, y = PSNRS, np.log(RATES)
