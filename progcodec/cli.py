@@ -322,6 +322,104 @@ def train(args):
     sys.exit(training.main(list(args)))
 
 
+@main.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--output", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for results.json, <codec>.json, results.md and rd.png (created).")
+@click.option("--against", default="", metavar="CODECS",
+              help="Comma-separated classic codecs to measure in the same run: jpeg, "
+                   "jpeg-progressive, jpeg2000, webp. One whose tool is missing is skipped with a "
+                   "note. Default: none.")
+@click.option("--anchors", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Directory of published curves (*.json, CompressAI's result schema) to plot "
+                   "and include in the BD-rate table.")
+@click.option("--reference", default=None, metavar="NAME|FILE.json",
+              help="BD-rate reference: a curve's key or name (progcodec, jpeg, jpeg2000, an "
+                   "anchor's file stem or name), or a CompressAI-schema JSON file. Default: the "
+                   "truncated JPEG 2000 measured here, else a JPEG 2000 anchor, else JPEG.")
+@click.option("--limit", type=click.IntRange(min=0), default=0,
+              help="Only the first N images (sorted by name); 0: all.")
+@_model_option
+@_device_option
+@click.option("--quiet", is_flag=True, help="No progress bar, notes or summary on stderr.")
+def eval_(dataset, out_dir, against, anchors, reference, limit, model, device, quiet):
+    """Rate-distortion evaluation on a folder of images (e.g. Kodak).
+
+    One encode per image with the model, then decodes of prefixes at 0.05, 0.1, 0.15, 0.2,
+    0.3, 0.4, 0.5, 0.75, 1, 1.5 and 2 bpp (where the file is longer) and of the whole file;
+    bpp = 8 x bytes decoded / pixels; PSNR-RGB (peak 255) and MS-SSIM. Means per step are over
+    the images that reach it; the curves (plot, BD-rates) keep the steps every image reaches
+    and the whole file. Classic codecs run in the same pass; published curves are read from
+    --anchors.
+
+    Writes to the output directory: results.json (CompressAI's result schema, per-image values
+    and the run's details included), <codec>.json per measured codec, results.md (tables,
+    BD-rates, timings, the command) and rd.png (needs matplotlib: pip install
+    'progcodec[eval]')."""
+    import shlex
+
+    from . import evaluate
+    codecs = [c.strip() for c in against.split(",") if c.strip()]
+    unknown = [c for c in codecs if c not in evaluate.classic.RUNNERS]
+    if unknown:
+        raise click.UsageError(f"--against: unknown codec {unknown[0]!r}; choose from "
+                               + ", ".join(evaluate.classic.RUNNERS))
+    note = (lambda m: None) if quiet else (lambda m: click.echo(f"progcodec: note: {m}", err=True))
+    args = ["progcodec", "eval", dataset, "-o", out_dir]  # the run, as a command to repeat
+    for flag, value, default in (("--against", against, ""), ("--anchors", anchors, None),
+                                 ("--reference", reference, None), ("--limit", limit, 0),
+                                 ("--model", model, DEFAULT_MODEL), ("--device", device, "auto")):
+        if value != default:
+            args += [flag, str(value)]
+    command = shlex.join(args)
+    try:
+        n = len(evaluate.list_images(Path(dataset), limit))
+        with click.progressbar(length=n, label="eval", file=sys.stderr, show_pos=True,
+                               hidden=quiet) as bar:
+            res = evaluate.run(Path(dataset), model=model, device=device, against=codecs,
+                               anchors=anchors, reference=reference, limit=limit, command=command,
+                               on_image=lambda name: bar.update(1), note=note)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        evaluate.write_outputs(res, Path(out_dir), lambda p, d: write_atomic(p, d), note=note)
+    except (evaluate.EvalError, InputError, *_INPUT_ERRORS) as e:
+        _err(_describe(e))
+        sys.exit(EXIT_BAD_INPUT)
+    if not quiet:
+        click.echo(evaluate.markdown(res), err=True)
+
+
+@main.command()
+@click.argument("input")
+@click.option("--output", "-o", required=True, help="Output PNG.")
+@click.option("--cuts", default=None, metavar="LIST",
+              help="Comma-separated prefixes: bytes (600), bits per pixel (0.25bpp) or 'full'. "
+                   "Default: 6 prefixes from the minimum decodable one to the whole file, equal "
+                   "ratios of bytes apart.")
+@click.option("--original", default=None, help="The original image: adds PSNR-RGB to the labels.")
+@_model_option
+@_device_option
+def ladder(input, output, cuts, original, model, device):
+    """Picture of one .pic file decoded at several prefixes side by side, each labelled with
+    its bytes, bpp and (with --original) PSNR."""
+    from . import ladder as ladder_mod
+    try:
+        data = _read_input(input)
+        codec.truncate(data, quality=0)  # too short or not a .pic: one clear error
+        cut_list = None
+        if cuts is not None:
+            rec = codec.info(data, model=model)
+            try:
+                cut_list = ladder_mod.parse_cuts(cuts, rec["width"], rec["height"], len(data))
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint="--cuts") from None
+        orig = _load_image(original) if original else None
+        png = ladder_mod.ladder_png(data, cut_list, orig, model=model, device=device)
+        write_atomic(output, png, (input,))
+    except (InputError, *_INPUT_ERRORS) as e:
+        _err(f"{input}: {_describe(e)}")
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def run() -> None:
     """Console entry point: no traceback reaches the user unless PROGCODEC_DEBUG is set."""
     try:
