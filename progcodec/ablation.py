@@ -3,9 +3,9 @@
     python -m progcodec.ablation ../shared/data/kodak                       # shipped model, 3 orders
     python -m progcodec.ablation ../shared/data/kodak scale:runs/a/checkpoint.pt channel:runs/b/checkpoint.pt
 
-Each positional SPEC is ORDER:MODEL (ORDER one of scale, channel, raster; MODEL a .safetensors
-file, a model name or a training checkpoint.pt). Without specs the default model is measured under
-all three orders (an inference-time ablation: the model was trained for the scale order, so the
+Each positional SPEC is ORDER:MODEL (ORDER one of scale, table, channel, raster; MODEL a
+.safetensors file, a model name or a training checkpoint.pt; "table" is the order of the model's
+priority table, ordering.py). Without specs the default model is measured under every order (an inference-time ablation: the model was trained for the scale order, so the
 fixed orders are at a disadvantage; the equal-budget comparison trains one model per order with
 `python -m progcodec.train ... --order ORDER` and passes each checkpoint here).
 
@@ -75,7 +75,9 @@ def measure_image(rgb: np.ndarray, loaded: LoadedModel, order_kind: str,
     y_overhead = container.Y_BLOCK / (container.Y_BLOCK - 4)  # CRC-32 per y block
 
     shape = tuple(y.shape[1:])
-    perm = element_order(idx[None], shape, order_kind, rt.levels)[0].numpy()
+    if order_kind == "table" and rt.order_rank is None:
+        raise ValueError(f"model {loaded.name} has no order table")
+    perm = element_order(idx[None], shape, order_kind, rt.levels, rt.order_rank)[0].numpy()
     cum = np.cumsum(bits[perm]) * y_overhead
     total_bits = base_bits + cum[-1]
     results = []
@@ -105,7 +107,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the curves here")
     args = ap.parse_args(argv)
 
-    specs = args.specs or [f"{o}:{DEFAULT_MODEL}" for o in ORDERS]
+    if not args.specs:
+        has_table = load_model(DEFAULT_MODEL).model.tables.order_rank is not None
+        args.specs = [f"{o}:{DEFAULT_MODEL}" for o in ORDERS if has_table or o != "table"]
+    specs = args.specs
     runs = []
     for spec in specs:
         kind, _, model = spec.partition(":")

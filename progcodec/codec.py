@@ -46,6 +46,7 @@ class _Runtime:
         self.device = device
         self.models = entropy.Models(m.tables)
         self.levels = m.config.levels
+        self.order_rank = m.tables.order_rank  # None: plain scale order (progcodec-v1)
         self.z_channels, self.y_channels = m.config.N, m.config.M
         # float64 copies: encoder analysis and the (cheap, low-resolution) mean network
         self.g_a64 = copy.deepcopy(m.g_a).double().to(device).eval()
@@ -168,13 +169,14 @@ def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "au
     z_np = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].cpu().numpy(), rt.models)
     z_sym = torch.from_numpy(z_np)[None].to(rt.device)
     mu, idx = rt.hyper(z_sym)
-    order = coding_order(idx, rt.levels)
+    order = coding_order(idx, rt.levels, rt.order_rank)
     levels_in_order = idx[order].cpu().numpy()
     symbols = torch.round(y.reshape(-1) - mu)[order].cpu().numpy().astype(np.int64)
     symbols = entropy.clamp_y_symbols(symbols, levels_in_order, rt.models)
     z_bytes = entropy.encode_z(z_np, rt.models)
     y_bytes = entropy.encode_y(symbols, levels_in_order, rt.models)
-    header = Header(rt.loaded.name, rt.loaded.digest, w, h, len(z_bytes), len(y_bytes))
+    header = Header(rt.loaded.name, rt.loaded.digest, w, h, len(z_bytes), len(y_bytes),
+                    version=container.VERSION if rt.order_rank is None else container.VERSION_ORDER_TABLE)
     data = container.pack(header, z_bytes, y_bytes)
     keep = prefix_length(header.min_length, len(data), w, h, quality=quality, nbytes=nbytes, bpp=bpp)
     return data[:keep]
@@ -194,6 +196,9 @@ def _check_model(h: Header, rt: _Runtime) -> None:
     if h.model_name != rt.loaded.name or h.model_digest != rt.loaded.digest:
         raise CodecError(f"file was encoded with model {h.model_name} ({h.model_digest.hex()}); "
                          f"loaded model is {rt.loaded.name} ({rt.loaded.digest.hex()})")
+    if (h.version == container.VERSION_ORDER_TABLE) != (rt.order_rank is not None):
+        raise FormatError(f"format version {h.version} does not match model {rt.loaded.name}, "
+                          f"which {'has' if rt.order_rank is not None else 'has no'} order table")
 
 
 @dataclass
@@ -218,7 +223,7 @@ def _decode_latent(data: bytes, rt: _Runtime, strict: bool, **prefix) -> _Latent
         z_sym = entropy.decode_z(p.z_bytes, (rt.z_channels, hz, wz), rt.models)
         z_sym = torch.from_numpy(z_sym)[None].to(rt.device)
         mu, idx = rt.hyper(z_sym)
-        order = coding_order(idx, rt.levels)
+        order = coding_order(idx, rt.levels, rt.order_rank)
         levels_in_order = idx[order].cpu().numpy()
         symbols, k = entropy.decode_y(p.y_bytes, levels_in_order, rt.models, complete=p.y_complete)
     except entropy.StreamError as e:

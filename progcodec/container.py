@@ -12,7 +12,9 @@ import zlib
 from dataclasses import dataclass, field
 
 MAGIC = b"\x89PGC"
-VERSION = 1
+VERSION = 1  # plain scale order
+VERSION_ORDER_TABLE = 2  # coding order from the model's priority table (format.md 3)
+VERSIONS = (VERSION, VERSION_ORDER_TABLE)
 MAX_NAME = 64
 MAX_SIDE = 65535
 # 16.8 Mpx (4096 x 4096). The transforms are not tiled yet: peak memory grows with the image
@@ -99,8 +101,9 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
     body, (crc,) = data[:size - 4], struct.unpack(">I", data[size - 4:size])
     if zlib.crc32(body) != crc:
         raise FormatError("corrupt header (checksum mismatch)")
-    if version != VERSION:
-        raise FormatError(f"unsupported .pic format version {version} (this progcodec reads {VERSION})")
+    if version not in VERSIONS:
+        raise FormatError(f"unsupported .pic format version {version} (this progcodec reads "
+                          f"{', '.join(map(str, VERSIONS))})")
     if flags != 0:
         raise FormatError(f"unsupported .pic flags {flags:#04x} (this progcodec knows none)")
     try:

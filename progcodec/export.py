@@ -14,32 +14,62 @@ from pathlib import Path
 
 import torch
 
+from . import ordering
 from .model import ModelConfig, ProgressiveModel
 from .tables import CodingTables
-from .weights import save_weights
+from .weights import save_weights, training_state_from_weights
 
 
-def runtime_model_from_trained(trained: ProgressiveModel) -> ProgressiveModel:
-    """Float networks copied; scale net quantized to integers; coding tables computed."""
+def runtime_model_from_trained(trained: ProgressiveModel, order_crops=None) -> ProgressiveModel:
+    """Float networks copied; scale net quantized to integers; coding tables computed; with
+    order_crops (HxWx3 uint8 crops of training photos), the coding order's priority table."""
     runtime = ProgressiveModel(trained.config, integer_scale=True)
     state = trained.float_state_dict()
     state.update({f"scale_net.{k}": v for k, v in trained.scale_net.export().items()})
     runtime.tables = CodingTables.build(trained.z_density, trained.config.scale_table())
+    if order_crops is not None:
+        values = ordering.level_values(trained.config.scale_table().numpy(),
+                                       runtime.tables.y_counts.numpy())
+        gains = ordering.channel_gains(trained.g_a.float().eval(), trained.g_s.float().eval(),
+                                       order_crops)
+        runtime.tables.register_buffer(
+            "order_rank", torch.from_numpy(ordering.order_rank(gains, values)))
     state.update({f"tables.{k}": v for k, v in runtime.tables.state_dict().items()})
     runtime.load_state_dict(state, strict=True)
     return runtime.eval()
 
 
+def load_trained(path: Path) -> ProgressiveModel:
+    """The training-time model from a checkpoint.pt or a weight file with training tensors."""
+    if path.suffix == ".safetensors":
+        config, state = training_state_from_weights(path)
+    else:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        config, state = ModelConfig(**ckpt["config"]), ckpt["model"]
+    trained = ProgressiveModel(config)
+    trained.load_state_dict(state)
+    return trained.eval()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("checkpoint", type=Path,
+                    help="training checkpoint.pt, or a weight file with training tensors")
     ap.add_argument("output", type=Path)
     ap.add_argument("--name", required=True, help="model name written into every .pic")
+    ap.add_argument("--order-images", type=Path,
+                    help="folder of training photos (never Kodak): measure the channel gains "
+                         "of the coding order's priority table on centre crops of the first "
+                         "--order-count of them (sorted by name); without it, plain scale order")
+    ap.add_argument("--order-count", type=int, default=4, help="photos used for the gains")
+    ap.add_argument("--order-crop", type=int, default=256, help="side of their centre crops")
     args = ap.parse_args(argv)
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    trained = ProgressiveModel(ModelConfig(**state["config"]))
-    trained.load_state_dict(state["model"])
-    model = runtime_model_from_trained(trained)
+    trained = load_trained(args.checkpoint)
+    crops = None
+    if args.order_images:
+        from .train import list_images
+        crops = ordering.sample_crops(list_images(args.order_images), size=args.order_crop, count=args.order_count)
+    model = runtime_model_from_trained(trained, crops)
     extras = {k: v for k, v in trained.state_dict().items()
               if k.startswith(("scale_net.", "z_density."))}
     digest = save_weights(model, args.name, args.output, train_extras=extras)

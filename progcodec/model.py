@@ -41,33 +41,44 @@ class ModelConfig:
         return asdict(self)
 
 
-def coding_order(scale_index: torch.Tensor, levels: int) -> torch.Tensor:
+def coding_order(scale_index: torch.Tensor, levels: int,
+                 order_rank: torch.Tensor | None = None) -> torch.Tensor:
     """The global element order shared by encoder and decoder (DESIGN.md 3.4).
 
-    scale_index: int64 (..., n) flattened per image. Returns the permutation (..., n): scale
-    index descending, ties broken by flat position (channel, row, column) ascending. Sorting
-    integer keys only: no float is involved.
+    scale_index: int64 (..., n) flattened per image in (channel, row, column) order. Without
+    `order_rank`: scale index descending. With the model's `order_rank` table (int (M, levels),
+    ordering.py): the rank of each element's (channel, scale index) pair ascending. Ties are
+    broken by flat position ascending. Sorting integer keys only: no float is involved.
     """
     n = scale_index.shape[-1]
     pos = torch.arange(n, dtype=torch.int64, device=scale_index.device)
-    key = (levels - 1 - scale_index.to(torch.int64)) * n + pos
+    idx = scale_index.to(torch.int64)
+    if order_rank is None:
+        key = (levels - 1 - idx) * n + pos
+    else:
+        rank = order_rank.to(device=idx.device, dtype=torch.int64)
+        channel = pos // (n // rank.shape[0])
+        key = rank[channel, idx] * n + pos
     return torch.argsort(key, dim=-1)
 
 
-ORDERS = ("scale", "channel", "raster")
+ORDERS = ("scale", "table", "channel", "raster")
 
 
 def element_order(scale_index: torch.Tensor, shape: tuple[int, int, int], kind: str,
-                  levels: int) -> torch.Tensor:
+                  levels: int, order_rank: torch.Tensor | None = None) -> torch.Tensor:
     """Order of the y elements under an ordering rule, for training masks and the ablation.
 
     scale_index: int64 (..., C*H*W) flattened in (C, H, W) order. "scale" is the codec's
-    coding_order; the two fixed orders are the baselines of the ordering ablation: "channel"
+    coding_order without a priority table and "table" with the model's order_rank table: the
+    real coder's orders. The fixed orders are the baselines of the ordering ablation: "channel"
     (ProgDTD's tail drop: channel 0 first, whole channels at a time) and "raster" (position by
-    position, all channels of a position together). Only "scale" is used by the real coder.
+    position, all channels of a position together).
     """
     if kind == "scale":
         return coding_order(scale_index, levels)
+    if kind == "table":
+        return coding_order(scale_index, levels, order_rank)
     c, h, w = shape
     n = c * h * w
     dev = scale_index.device

@@ -38,10 +38,19 @@ def gaussian_pmf(sigma: float, radius: int) -> np.ndarray:
 
 
 class CodingTables(nn.Module):
-    """The shipped tables, as buffers of the run-time model."""
+    """The shipped tables, as buffers of the run-time model.
 
-    def __init__(self, z_channels: int, z_width: int, levels: int, y_width: int):
+    order_rank (optional, int32 (M, levels)): the coding order's priority of every (y channel,
+    scale level) pair, 0 first (see ordering.py and model.coding_order). A model without it
+    codes in plain scale-index order (progcodec-v1)."""
+
+    def __init__(self, z_channels: int, z_width: int, levels: int, y_width: int,
+                 y_channels: int = 0):
         super().__init__()
+        if y_channels:
+            self.register_buffer("order_rank", torch.zeros(y_channels, levels, dtype=torch.int32))
+        else:  # a None buffer: absent from the state dict until export sets it
+            self.register_buffer("order_rank", None)
         self.register_buffer("z_counts", torch.zeros(z_channels, z_width, dtype=torch.int32))
         self.register_buffer("z_offset", torch.zeros(z_channels, dtype=torch.int32))
         self.register_buffer("z_size", torch.ones(z_channels, dtype=torch.int32))

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
                     help="start from these weights (a checkpoint.pt, or a shipped .safetensors "
                          "file with training tensors), with a new optimizer")
     ap.add_argument("--config", type=str, default="{}", help="ModelConfig overrides as JSON")
-    ap.add_argument("--order", default="scale", choices=ORDERS,
+    ap.add_argument("--order", default="scale", choices=[o for o in ORDERS if o != "table"],
                     help="element order of the training masks: scale (the codec's), or the "
                          "ablation baselines channel (ProgDTD tail drop) and raster; only "
                          "scale-ordered models can be exported for the codec")

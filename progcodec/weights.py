@@ -69,7 +69,8 @@ def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:
     config = ModelConfig(**json.loads(meta["config"]))
     model = ProgressiveModel(config, integer_scale=True)
     model.tables = CodingTables(tensors["tables.z_counts"].shape[0], tensors["tables.z_counts"].shape[1],
-                                tensors["tables.y_counts"].shape[0], tensors["tables.y_counts"].shape[1])
+                                tensors["tables.y_counts"].shape[0], tensors["tables.y_counts"].shape[1],
+                                y_channels=config.M if "tables.order_rank" in tensors else 0)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()
              if not k.startswith(TRAIN_PREFIX)}
     model.load_state_dict(state, strict=True)

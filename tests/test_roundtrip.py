@@ -33,11 +33,27 @@ def _latent(data, model):
     return codec._decode_latent(data, codec.runtime(model, "cpu"), strict=False)
 
 
-def test_every_cut_decodes_exact_prefix(tiny):
+@pytest.fixture(scope="module")
+def tiny_ordered(tiny):
+    """The tiny model with a random coding-order priority table (ordering.py)."""
+    import copy
+    from progcodec.weights import LoadedModel
+    m = copy.deepcopy(tiny.model)
+    c = m.config
+    rank = np.random.default_rng(3).permutation(c.M * c.levels).reshape(c.M, c.levels)
+    m.tables.register_buffer("order_rank", torch.from_numpy(rank.astype(np.int32)))
+    return LoadedModel("tiny-ordered", b"ordered!", m)
+
+
+@pytest.mark.parametrize("which", ["scale order", "table order"])
+def test_every_cut_decodes_exact_prefix(tiny, tiny_ordered, which):
     """Many random cuts: each decodes, its decoded elements equal the full file's, and the
     number decoded never falls as the cut grows."""
+    if which == "table order":
+        tiny = tiny_ordered
     data = progcodec.encode(smooth_image(512, 640), model=tiny)
     h = container.parse_header(data)
+    assert h.version == (1 if which == "scale order" else 2)
     assert h.y_len > 2 * h.y_block, "the file must span several CRC blocks"
     full = _latent(data, tiny)
     base = _latent(data[:h.min_length], tiny)  # nothing of y: all predicted means
@@ -54,7 +70,8 @@ def test_every_cut_decodes_exact_prefix(tiny):
         rt = codec.runtime(tiny, "cpu")
         # the first `decoded` elements in coding order match the full decode; the rest are mu
         mu, idx = rt.hyper(_z(data, tiny))
-        order = codec.coding_order(idx, rt.levels)
+        order = codec.coding_order(idx, rt.levels, rt.order_rank)
+        assert (rt.order_rank is None) == (which == "scale order")
         got, want, fill = (t.flatten()[order] for t in (lat.y_hat, full.y_hat, base.y_hat))
         assert torch.equal(got[:lat.decoded], want[:lat.decoded]), n
         assert torch.equal(got[lat.decoded:], fill[lat.decoded:]), n

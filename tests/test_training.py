@@ -37,6 +37,14 @@ def test_train_resume_export_roundtrip(tmp_path):
     m = load_model(out)
     img = smooth_image(40, 60)
     assert progcodec.decode(progcodec.encode(img, model=m), model=m).size == (60, 40)
+    assert m.model.tables.order_rank is None
+    ordered = tmp_path / "o.safetensors"
+    assert export_main([str(out), str(ordered), "--name", "o", "--order-images", str(data),
+                        "--order-crop", "64", "--order-count", "2"]) == 0
+    mo = load_model(ordered)
+    rank = mo.model.tables.order_rank
+    assert sorted(rank.flatten().tolist()) == list(range(rank.numel()))
+    assert progcodec.decode(progcodec.encode(img, model=mo), model=mo).size == (60, 40)
     # resuming from the shipped-style file restores the training model exactly (fp16 storage)
     config, state = training_state_from_weights(out)
     again = ProgressiveModel(config)
