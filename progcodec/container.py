@@ -15,9 +15,9 @@ MAGIC = b"\x89PGC"
 VERSION = 1
 MAX_NAME = 64
 MAX_SIDE = 65535
-# 16.8 Mpx (4096 x 4096). The transforms are not tiled yet: peak memory grows with the image
-# (roughly 0.4 GB per Mpx to decode, 0.8 GB per Mpx to encode in float64).
-MAX_PIXELS = 1 << 24
+# 67 Mpx (e.g. 8192 x 8192). The transforms run tile by tile above 2 Mpx (tiling.py), so what
+# grows with the image is the latent (M values per 256 pixels) and the image itself.
+MAX_PIXELS = 1 << 26
 MAX_FILE_BYTES = 1 << 30  # no valid file comes near this; inputs are read up to it
 Y_BLOCK = 1024  # y payload bytes per CRC block
 MAX_BITS_PER_SYMBOL = 24  # the tables' rarest symbol costs 22 bits; a stream can't exceed this
