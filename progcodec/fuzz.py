@@ -141,11 +141,11 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, list[str]]:
             elif field == 6:  # a small change of the size: same latent or one more tile
                 off = f[0] + 4 * int(rng.integers(0, 2))
                 (v,) = struct.unpack_from(">I", d, off)
-                struct.pack_into(">I", d, off, max(0, v + int(rng.integers(-70, 71))))
+                struct.pack_into(">I", d, off, min(0xFFFFFFFF, max(0, v + int(rng.integers(-70, 71)))))
             else:  # a legitimate-looking length change
                 off = f[0] + 8 + 4 * int(rng.integers(0, 2))
                 (v,) = struct.unpack_from(">I", d, off)
-                struct.pack_into(">I", d, off, max(0, v + 4 * int(rng.integers(-8, 9))))
+                struct.pack_into(">I", d, off, min(0xFFFFFFFC, max(0, v + 4 * int(rng.integers(-8, 9)))))
             if rng.random() < 0.9:
                 _recrc_header(d)
         elif kind == "stream":  # damage inside z or a y block, then fix its CRC
