@@ -25,6 +25,11 @@ MAX_BITS_PER_SYMBOL = 24  # the tables' rarest symbol costs 22 bits; a stream ca
 _FIXED = struct.Struct(">IIIIH")  # width, height, z_len, y_len, y_block
 
 
+def _printable(name: bytes) -> bool:
+    """Printable ASCII (0x20..0x7e): a name from a file goes into one-line error messages."""
+    return all(0x20 <= b <= 0x7E for b in name)
+
+
 class FormatError(Exception):
     """The data is not a (decodable) .pic file: one line for the user."""
 
@@ -42,8 +47,8 @@ class Header:
 
     def pack(self) -> bytes:
         name = self.model_name.encode("ascii")
-        if not 1 <= len(name) <= MAX_NAME:
-            raise ValueError(f"model name must be 1..{MAX_NAME} ASCII characters")
+        if not 1 <= len(name) <= MAX_NAME or not _printable(name):
+            raise ValueError(f"model name must be 1..{MAX_NAME} printable ASCII characters")
         body = (MAGIC + bytes([self.version, 0, len(name)]) + name + self.model_digest
                 + _FIXED.pack(self.width, self.height, self.z_len, self.y_len, self.y_block))
         return body + struct.pack(">I", zlib.crc32(body))
@@ -103,10 +108,9 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
         raise FormatError(f"unsupported .pic format version {version} (this progcodec reads {VERSION})")
     if flags != 0:
         raise FormatError(f"unsupported .pic flags {flags:#04x} (this progcodec knows none)")
-    try:
-        name = data[7:7 + name_len].decode("ascii")
-    except UnicodeDecodeError:
-        raise FormatError("corrupt header: model name is not ASCII") from None
+    if not _printable(data[7:7 + name_len]):  # no newline or escape sequence reaches a terminal
+        raise FormatError("corrupt header: model name is not printable ASCII")
+    name = data[7:7 + name_len].decode("ascii")
     digest = data[7 + name_len:15 + name_len]
     width, height, z_len, y_len, y_block = _FIXED.unpack(data[15 + name_len:size - 4])
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):

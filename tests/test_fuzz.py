@@ -103,3 +103,17 @@ def test_fuzz_command_reports_and_exits_zero(capsys):
     assert fuzz.main(["--count", "40", "--seed", "7", "--model", TINY]) == 0
     out = capsys.readouterr().out
     assert "inputs tried: 40" in out and "failures: 0" in out and "inputs/s" in out
+
+
+@pytest.mark.parametrize("name", [b"tiny\ntest", b"\x1b[31mred", b"tab\there", b"caf\xe9"])
+def test_model_name_must_be_printable_ascii(seeds, name):
+    """Found by the fuzzer: a name from the file went into the one-line error (newline, escapes)."""
+    data = seeds[0][2]
+    h = container.parse_header(data)
+    body = bytearray(data[:7] + name + data[7 + len(h.model_name):h.size - 4])
+    body[6] = len(name)
+    forged = bytes(body) + struct.pack(">I", zlib.crc32(bytes(body))) + data[h.size:]
+    with pytest.raises(FormatError, match="not printable ASCII"):
+        container.parse_header(forged)
+    with pytest.raises(ValueError):
+        container.Header(name.decode("latin-1"), h.model_digest, 1, 1, 0, 0).pack()
