@@ -1,6 +1,7 @@
 """Tiled transforms (huge photos): the geometry, and tiled vs whole-image results."""
 import numpy as np
 import pytest
+import torch
 
 import progcodec
 from progcodec import codec, container, tiling
@@ -33,6 +34,19 @@ def test_small_images_are_one_tile_and_bad_sizes_refused():
             tiling.tiles(*args, untiled_max=0)
 
 
+@pytest.mark.parametrize("margin,exact", [(tiling.MARGIN, True), (16, False)])
+def test_margin_covers_the_receptive_field(tiny, monkeypatch, margin, exact):
+    """With MARGIN, tiled g_a gives the whole-image y (to rounding); half of it does not."""
+    img = smooth_image(130, 200, seed=2)
+    rt = codec.runtime(tiny, "cpu")
+    with torch.no_grad():
+        whole = codec._analysis(rt, img)
+        _force_tiles(monkeypatch, 64)
+        monkeypatch.setattr(tiling, "MARGIN", margin)
+        diff = float((codec._analysis(rt, img) - whole).abs().max())
+    assert (diff < 1e-9) == exact, diff
+
+
 def _force_tiles(monkeypatch, tile):
     monkeypatch.setattr(tiling, "ANALYSIS_TILE", tile)
     monkeypatch.setattr(tiling, "SYNTHESIS_TILE", tile)
@@ -41,7 +55,7 @@ def _force_tiles(monkeypatch, tile):
 
 @pytest.mark.parametrize("which", ["tiny", "shipped"])
 def test_tiled_and_untiled_agree(which, tiny, photo, monkeypatch):
-    """Forced 64 px tiles (the margin is 64 px) against the whole-image transforms."""
+    """Forced 64 px tiles against the whole-image transforms."""
     model, img = (tiny, smooth_image(130, 200, seed=5)) if which == "tiny" else ("progcodec-v1", photo)
     whole = progcodec.encode(img, model=model, device="cpu")
     whole_out = np.asarray(progcodec.decode(whole, model=model, device="cpu"))
@@ -59,7 +73,20 @@ def test_tiled_and_untiled_agree(which, tiny, photo, monkeypatch):
     assert progcodec.decode(tiled[:h.min_length + 40], model=model, device="cpu").size == img.shape[1::-1]
 
 
-def test_limits_allow_a_24_megapixel_photo():
+def test_limits_allow_a_24_megapixel_photo(tmp_path):
+    import io
+    import sys
+    import warnings
+    from pathlib import Path
+    from PIL import Image
+    from progcodec import cli  # sets Pillow's decompression-bomb limit
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import odd_images
+    odd_images._png_header_only(tmp_path / "big.png", 6000, 4000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning from Pillow
+        assert Image.open(io.BytesIO((tmp_path / "big.png").read_bytes())).size == (6000, 4000)
+    assert Image.MAX_IMAGE_PIXELS == cli.MAX_PIXELS
     codec.check_image_size(6000, 4000)
     assert container.MAX_PIXELS >= 6000 * 4000
     with pytest.raises(codec.CodecError):
