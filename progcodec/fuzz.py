@@ -8,7 +8,8 @@ mutated: bit flips, byte changes, cuts, insertions, deletions, appended junk, sw
 chunks, extreme header values (with the header CRC recomputed, so the bounds are what is tested),
 and damage to the z stream or a y block with its CRC recomputed (so the range decoder sees it).
 Every decode must return an image of the header's size or raise the codec's clean error
-(FormatError or CodecError: what the CLI prints as one line). Anything else, an input taking more
+(FormatError or CodecError, with a one-line printable message: what the CLI prints). Anything
+else, a message with a newline or control character, an input taking more
 than --max-seconds, or a peak RSS above --max-rss-mb is a failure, reported with the index that
 replays it (input i is a function of (seed, i) only). Exit status 1 if any failure.
 """
@@ -195,6 +196,8 @@ def check_one(data: bytes, loaded, strict: bool, max_seconds: float) -> tuple[st
         outcome = "decoded"
         codec.truncate(data, nbytes=len(data))  # the model-free path too
     except CLEAN as e:
+        if not str(e).isprintable():  # the CLI prints it as one line on a terminal
+            return "FAIL", f"error message is not one printable line: {str(e)!r}"[:300]
         outcome = f"error: {kind_of(str(e))}"
     except Timeout as e:
         return "FAIL", f"hang: {e}"
