@@ -43,6 +43,14 @@ def _png16_rgb(path: Path, h: int, w: int) -> None:
                      + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
+def _png_header_only(path: Path, w: int, h: int) -> None:
+    """A small PNG whose header claims w x h (a decompression bomb's shape)."""
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
 def _exif_rotated(path: Path) -> None:
     """Stored 64x40, EXIF orientation 6 (rotate 90 cw to display): displayed 40x64."""
     im = Image.fromarray(_pattern(40, 64))
@@ -81,6 +89,8 @@ CASES = [
     ("1x1", "one.png", lambda p: Image.fromarray(_pattern(1, 1)).save(p), (1, 1)),
     ("17x3001", "tall.png", lambda p: Image.fromarray(_pattern(3001, 17)).save(p), (17, 3001)),
     ("3001x17", "wide.png", lambda p: Image.fromarray(_pattern(17, 3001)).save(p), (3001, 17)),
+    ("PNG header claiming 9000x8000 (72 Mpx)", "bomb.png", lambda p: _png_header_only(p, 9000, 8000),
+     "exceeds the limit"),
     ("empty file .png", "empty.png", lambda p: p.write_bytes(b""), "empty file"),
     ("text file named .png", "text.png", lambda p: p.write_text("hello, not an image\n"),
      "not a readable image"),
