@@ -8,15 +8,17 @@ import io
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import click
 from PIL import Image, UnidentifiedImageError
 
-from . import codec
+from . import codec, container
 from .container import MAX_FILE_BYTES, MAX_PIXELS, FormatError
 from .weights import DEFAULT_MODEL, WeightsError
 
@@ -30,6 +32,11 @@ _INPUT_ERRORS = (codec.CodecError, FormatError, WeightsError, OSError, Unidentif
 
 class InputError(Exception):
     """A per-file failure with a one-line message."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT). Not a KeyboardInterrupt, which click would turn into 'Aborted!' and
+    exit status 1: run() turns it into one line and exit status 130."""
 
 
 def _err(msg: str) -> None:
@@ -68,8 +75,8 @@ def write_atomic(path: str, data: bytes, inputs: tuple[str, ...] = ()) -> None:
         sys.stdout.buffer.flush()
         return
     target = Path(path)
-    for i in inputs:
-        if i != "-" and Path(i).exists() and target.exists() and target.resolve() == Path(i).resolve():
+    for i in inputs:  # the same file by any name: a symlink, a hard link, a relative path
+        if i != "-" and target.exists() and Path(i).exists() and os.path.samefile(i, target):
             raise InputError(f"refusing to overwrite the input file {path}")
     if not target.parent.is_dir():
         raise InputError(f"output directory {target.parent} does not exist")
@@ -93,7 +100,9 @@ def _load_image(path: str) -> Image.Image:
     if not data:
         raise InputError("empty file")
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # sizes Pillow only warns about: check_image_size refuses
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
         codec.check_image_size(*im.size)  # before any pixel is decoded
         im.load()
     except UnidentifiedImageError:
@@ -206,7 +215,10 @@ def encode(inputs, output, quality, nbytes, bpp, model, device, quiet, as_json):
                 failures += 1
                 _err(f"{inp}: {_describe(e)}")
                 continue
-            w, h = im.size
+            if codec.is_transparent(im):
+                _warn(f"{inp}: transparency composited on white (.pic files hold RGB)")
+            hdr = container.parse_header(data)  # the size as displayed (EXIF orientation applied)
+            w, h = hdr.width, hdr.height
             rec = {"input": inp, "output": dest, "bytes": len(data),
                    "bpp": 8 * len(data) / (w * h), "width": w, "height": h,
                    "seconds": round(seconds, 4)}
@@ -422,9 +434,13 @@ def ladder(input, output, cuts, original, model, device):
 
 def run() -> None:
     """Console entry point: no traceback reaches the user unless PROGCODEC_DEBUG is set."""
+    def interrupt(signum, frame):
+        raise Interrupted()
+
+    signal.signal(signal.SIGINT, interrupt)
     try:
         main(standalone_mode=True)
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):  # outputs in progress were removed on the way out
         _err("interrupted")
         sys.exit(130)
     except BrokenPipeError:  # e.g. `progcodec decode x.pic -o - | head -c 10`

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from . import container, entropy
+from . import container, entropy, tiling
 from .container import FormatError, Header
 from .model import STRIDE, coding_order
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model
@@ -86,14 +86,30 @@ def check_image_size(width: int, height: int) -> None:
                          f"{container.MAX_SIDE} per side and {container.MAX_PIXELS} pixels")
 
 
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the image has transparency (an alpha band or a transparent palette entry/colour)."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def is_transparent(image: Image.Image) -> bool:
+    """Whether some pixel is not fully opaque (what compositing on white changes)."""
+    if "A" in image.getbands():
+        return image.getchannel("A").getextrema()[0] < 255
+    return "transparency" in image.info
+
+
 def to_rgb_array(image) -> np.ndarray:
     """A PIL image or an HxWx3 uint8 array -> HxWx3 uint8 array.
 
-    EXIF orientation is applied; alpha is dropped (the colour channels are coded as they are);
-    16-bit and 32-bit integer images are scaled to 8 bits instead of clipped."""
+    EXIF orientation is applied (the result is the image as displayed); transparency is
+    composited on white; 16-bit and 32-bit integer images are scaled to 8 bits, not clipped."""
     if isinstance(image, Image.Image):
         check_image_size(*image.size)
         image = ImageOps.exif_transpose(image)
+        if has_alpha(image) and image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
         if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
             arr = np.asarray(image).astype(np.int64)
             scale = 257 if arr.max(initial=0) > 255 or image.mode.startswith("I;16") else 1
@@ -152,6 +168,59 @@ def prefix_length(min_len: int, total: int, width: int, height: int, *, quality=
     return min(n, total)
 
 
+# ---- transforms, tiled on large images (tiling.py) ------------------------------------------
+def _padded_size(height: int, width: int) -> tuple[int, int]:
+    return height + (-height) % STRIDE, width + (-width) % STRIDE
+
+
+def _analysis(rt: _Runtime, rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> y (1, M, Hp/16, Wp/16) float64; g_a runs tile by tile on large images,
+    converting only one tile at a time to float64."""
+    h, w = rgb.shape[:2]
+    hp, wp = _padded_size(h, w)
+    grid = tiling.tiles(hp, wp, tiling.ANALYSIS_TILE)
+    if len(grid) == 1:  # the whole image, exactly as the untiled encoder always did
+        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
+        return rt.g_a64(_pad(x.permute(2, 0, 1)[None].to(torch.float64) / 255))
+    y = None
+    for t in grid:
+        # rows/columns past the image repeat its last one: the replicate padding of _pad
+        rows = np.minimum(np.arange(t.cy0, t.cy1), h - 1)
+        cols = np.minimum(np.arange(t.cx0, t.cx1), w - 1)
+        patch = torch.from_numpy(np.ascontiguousarray(rgb[rows][:, cols])).to(rt.device)
+        yt = rt.g_a64((patch.permute(2, 0, 1)[None].to(torch.float64) / 255).contiguous())
+        if y is None:
+            y = torch.empty((1, yt.shape[1], hp // 16, wp // 16), dtype=yt.dtype, device=yt.device)
+        s = t.scaled(16)
+        y[:, :, s.y0:s.y1, s.x0:s.x1] = yt[:, :, s.y0 - s.cy0:s.y1 - s.cy0, s.x0 - s.cx0:s.x1 - s.cx0]
+        del yt, patch
+    return y
+
+
+def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """y_hat (1, M, Hp/16, Wp/16) float32 -> HxWx3 uint8; g_s runs on overlapping latent tiles
+    on large images, so only y_hat and the output image are full-size."""
+    grid = tiling.tiles(16 * y_hat.shape[2], 16 * y_hat.shape[3], tiling.SYNTHESIS_TILE)
+    if len(grid) == 1:
+        if rt.device.type == "cpu":
+            y_hat = y_hat.contiguous(memory_format=torch.channels_last)
+        x_hat = rt.g_s(y_hat).clamp_(0, 1)[0, :, :height, :width]
+        return (x_hat * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for t in grid:
+        if t.y0 >= height or t.x0 >= width:
+            continue  # only padding
+        s = t.scaled(16)
+        yt = y_hat[:, :, s.cy0:s.cy1, s.cx0:s.cx1]
+        yt = yt.contiguous(memory_format=torch.channels_last) if rt.device.type == "cpu" else yt.contiguous()
+        xt = rt.g_s(yt).clamp_(0, 1)
+        y1, x1 = min(t.y1, height), min(t.x1, width)
+        xt = xt[0, :, t.y0 - t.cy0:y1 - t.cy0, t.x0 - t.cx0:x1 - t.cx0]
+        out[t.y0:y1, t.x0:x1] = (xt * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        del xt, yt
+    return out
+
+
 # ---- encode ---------------------------------------------------------------------------------
 @torch.no_grad()
 def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto",
@@ -163,9 +232,7 @@ def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "au
     h, w = rgb.shape[:2]
     check_image_size(w, h)
     rt = runtime(model, device)
-    x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
-    x = _pad(x.permute(2, 0, 1)[None].to(torch.float64) / 255)
-    y = rt.g_a64(x)
+    y = _analysis(rt, rgb)
     z_np = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].cpu().numpy(), rt.models)
     z_sym = torch.from_numpy(z_np)[None].to(rt.device)
     mu, idx = rt.hyper(z_sym)
@@ -241,12 +308,7 @@ def decode_detailed(data: bytes, *, quality=None, nbytes=None, bpp=None,
     """Decode with a report: bytes used, y elements decoded out of all, warnings."""
     rt = runtime(model, device)
     lat = _decode_latent(data, rt, strict, quality=quality, nbytes=nbytes, bpp=bpp)
-    y_hat = lat.y_hat
-    if rt.device.type == "cpu":
-        y_hat = y_hat.contiguous(memory_format=torch.channels_last)
-    h = lat.header
-    x_hat = rt.g_s(y_hat).clamp_(0, 1)[0, :, :h.height, :h.width]
-    rgb = (x_hat * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    rgb = _synthesis(rt, lat.y_hat, lat.header.height, lat.header.width)
     return Decoded(Image.fromarray(rgb, "RGB"), lat.bytes_used, lat.decoded, lat.total, lat.warnings)
 
 

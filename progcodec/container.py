@@ -17,14 +17,19 @@ VERSION_ORDER_TABLE = 2  # coding order from the model's priority table (format.
 VERSIONS = (VERSION, VERSION_ORDER_TABLE)
 MAX_NAME = 64
 MAX_SIDE = 65535
-# 16.8 Mpx (4096 x 4096). The transforms are not tiled yet: peak memory grows with the image
-# (roughly 0.4 GB per Mpx to decode, 0.8 GB per Mpx to encode in float64).
-MAX_PIXELS = 1 << 24
+# 67 Mpx (e.g. 8192 x 8192). The transforms run tile by tile above 2 Mpx (tiling.py), so what
+# grows with the image is the latent (M values per 256 pixels) and the image itself.
+MAX_PIXELS = 1 << 26
 MAX_FILE_BYTES = 1 << 30  # no valid file comes near this; inputs are read up to it
 Y_BLOCK = 1024  # y payload bytes per CRC block
 MAX_BITS_PER_SYMBOL = 24  # the tables' rarest symbol costs 22 bits; a stream can't exceed this
 
 _FIXED = struct.Struct(">IIIIH")  # width, height, z_len, y_len, y_block
+
+
+def _printable(name: bytes) -> bool:
+    """Printable ASCII (0x20..0x7e): a name from a file goes into one-line error messages."""
+    return all(0x20 <= b <= 0x7E for b in name)
 
 
 class FormatError(Exception):
@@ -44,8 +49,8 @@ class Header:
 
     def pack(self) -> bytes:
         name = self.model_name.encode("ascii")
-        if not 1 <= len(name) <= MAX_NAME:
-            raise ValueError(f"model name must be 1..{MAX_NAME} ASCII characters")
+        if not 1 <= len(name) <= MAX_NAME or not _printable(name):
+            raise ValueError(f"model name must be 1..{MAX_NAME} printable ASCII characters")
         body = (MAGIC + bytes([self.version, 0, len(name)]) + name + self.model_digest
                 + _FIXED.pack(self.width, self.height, self.z_len, self.y_len, self.y_block))
         return body + struct.pack(">I", zlib.crc32(body))
@@ -106,10 +111,9 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
                           f"{', '.join(map(str, VERSIONS))})")
     if flags != 0:
         raise FormatError(f"unsupported .pic flags {flags:#04x} (this progcodec knows none)")
-    try:
-        name = data[7:7 + name_len].decode("ascii")
-    except UnicodeDecodeError:
-        raise FormatError("corrupt header: model name is not ASCII") from None
+    if not _printable(data[7:7 + name_len]):  # no newline or escape sequence reaches a terminal
+        raise FormatError("corrupt header: model name is not printable ASCII")
+    name = data[7:7 + name_len].decode("ascii")
     digest = data[7 + name_len:15 + name_len]
     width, height, z_len, y_len, y_block = _FIXED.unpack(data[15 + name_len:size - 4])
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
