@@ -38,9 +38,9 @@ def _encode_under(img, model, threads, onednn):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("which", ["tiny", "shipped"])
+@pytest.mark.parametrize("which", ["tiny", "progcodec-v1", "progcodec-v1-ordered"])
 def test_bytes_and_indexes_identical_across_threads_and_onednn(which, tiny, photo):
-    model = tiny if which == "tiny" else "progcodec-v1"
+    model = tiny if which == "tiny" else which
     img = smooth_image(80, 120, seed=3) if which == "tiny" else photo
     results = [(name, *_encode_under(img, model, t, o)) for name, t, o in _settings()]
     ref_name, ref_data, ref_idx = results[0]
