@@ -57,8 +57,7 @@ def measure_image(rgb: np.ndarray, loaded: LoadedModel, order_kind: str,
     rt = codec.runtime(loaded, "cpu")
     h, w = rgb.shape[:2]
     px = h * w
-    x = codec._pad(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].to(torch.float64) / 255)
-    y = rt.g_a64(x)
+    y = codec._analysis(rt, rgb)
     z_np = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].numpy(), rt.models)
     mu, idx = rt.hyper(torch.from_numpy(z_np)[None])
     idx_np = idx.numpy()
@@ -87,9 +86,7 @@ def measure_image(rgb: np.ndarray, loaded: LoadedModel, order_kind: str,
         y_hat = mu.clone()
         keep = torch.from_numpy(perm[:k])
         y_hat[keep] += torch.from_numpy(sym[perm[:k]]).to(torch.float64)
-        y_hat = y_hat.view(1, *shape).float().contiguous(memory_format=torch.channels_last)
-        x_hat = rt.g_s(y_hat).clamp_(0, 1)[0, :, :h, :w]
-        out = (x_hat * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        out = codec._synthesis(rt, y_hat.view(1, *shape).float(), h, w)
         used = base_bits + (cum[k - 1] if k else 0.0)
         results.append({"target": budget / px, "bpp": used / px, "psnr": psnr(out, rgb),
                         "elements": k, "whole": budget == total_bits})

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from . import container, entropy, tiling
+from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .model import STRIDE, coding_order
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model
@@ -47,6 +48,8 @@ class _Runtime:
         self.models = entropy.Models(m.tables)
         self.levels = m.config.levels
         self.order_rank = m.tables.order_rank  # None: plain scale order (progcodec-v1)
+        self.format_version = (container.VERSION if self.order_rank is None
+                               else container.VERSION_ORDER_TABLE)
         self.z_channels, self.y_channels = m.config.N, m.config.M
         # float64 copies: encoder analysis and the (cheap, low-resolution) mean network
         self.g_a64 = copy.deepcopy(m.g_a).double().to(device).eval()
@@ -130,11 +133,6 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
     if ph or pw:  # replicate the border: no artificial edge for the transform to code
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     return x
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 # ---- prefix selection -------------------------------------------------------------------------
@@ -243,7 +241,7 @@ def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "au
     z_bytes = entropy.encode_z(z_np, rt.models)
     y_bytes = entropy.encode_y(symbols, levels_in_order, rt.models)
     header = Header(rt.loaded.name, rt.loaded.digest, w, h, len(z_bytes), len(y_bytes),
-                    version=container.VERSION if rt.order_rank is None else container.VERSION_ORDER_TABLE)
+                    version=rt.format_version)
     data = container.pack(header, z_bytes, y_bytes)
     keep = prefix_length(header.min_length, len(data), w, h, quality=quality, nbytes=nbytes, bpp=bpp)
     return data[:keep]
@@ -263,7 +261,7 @@ def _check_model(h: Header, rt: _Runtime) -> None:
     if h.model_name != rt.loaded.name or h.model_digest != rt.loaded.digest:
         raise CodecError(f"file was encoded with model {h.model_name} ({h.model_digest.hex()}); "
                          f"loaded model is {rt.loaded.name} ({rt.loaded.digest.hex()})")
-    if (h.version == container.VERSION_ORDER_TABLE) != (rt.order_rank is not None):
+    if h.version != rt.format_version:
         raise FormatError(f"format version {h.version} does not match model {rt.loaded.name}, "
                           f"which {'has' if rt.order_rank is not None else 'has no'} order table")
 

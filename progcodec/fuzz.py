@@ -45,7 +45,7 @@ class Timeout(Exception):
     pass
 
 
-def test_image(h: int, w: int, seed: int) -> np.ndarray:
+def structured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A deterministic image with structure (gradients, a disc, noise), uint8 HxWx3."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -63,7 +63,7 @@ def seed_files(models: list[str]) -> list[tuple[str, object, bytes]]:
         loaded = load_model(m)
         sizes = [(48, 64), (17, 33)] + ([(320, 448)] if loaded.model.config.M <= 32 else [])
         for h, w in sizes:
-            data = codec.encode(test_image(h, w, seed=h), model=loaded, device="cpu")
+            data = codec.encode(structured_image(h, w, seed=h), model=loaded, device="cpu")
             out.append((f"{loaded.name}:{w}x{h}", loaded, data))
     return out
 
