@@ -30,11 +30,37 @@ from PIL import Image
 from . import codec, container, entropy
 from .bdrate import BDError, bd_rate
 from .codec import psnr
+from .evaluate import EvalError, load_curve_json
 from .model import ORDERS, ModelConfig, ProgressiveModel, element_order
 from .tables import TABLE_TOTAL
 from .weights import DEFAULT_MODEL, LoadedModel, load_model
 
 TARGETS_BPP = (0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
+
+
+def against_curve(curve, names: list[str]) -> tuple[str, tuple]:
+    """(name, (bpp, psnr)) of a result curve over exactly these images.
+
+    `progcodec eval`'s own files keep per-image points: the curve is re-averaged over `names`
+    (a setting enters when every one of them has it), so --limit compares like with like.
+    Other files are used whole, averaged over whatever images they were made from.
+    """
+    by_file = {p.get("file"): p.get("points", []) for p in curve.per_image}
+    if not names or any(n not in by_file for n in names):
+        return curve.name, tuple(zip(*sorted(zip(curve.bpp, curve.psnr))))
+    settings: dict[str, list[dict]] = {}
+    try:
+        for n in names:
+            for pt in by_file[n]:
+                settings.setdefault(pt["setting"], []).append(pt)
+        pts = sorted((statistics.mean(float(p["bpp"]) for p in ps),
+                      statistics.mean(float(p["psnr"]) for p in ps))
+                     for ps in settings.values() if len(ps) == len(names))
+    except (KeyError, TypeError, ValueError):
+        pts = []
+    if not pts:
+        return curve.name, tuple(zip(*sorted(zip(curve.bpp, curve.psnr))))
+    return f"{curve.name} (same {len(names)} images)", tuple(zip(*pts))
 
 
 def load_any(path_or_name: str) -> LoadedModel:
@@ -101,6 +127,9 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="only the first N images")
     ap.add_argument("--heldout", action="store_true",
                     help="only the validation images training holds out of this folder")
+    ap.add_argument("--against", type=Path, metavar="FILE",
+                    help="also give every curve's BD-rate against this CompressAI result file "
+                         "(e.g. the jpeg2000.json that `progcodec eval` writes)")
     ap.add_argument("--json", type=Path, help="write the curves here")
     args = ap.parse_args(argv)
 
@@ -113,12 +142,22 @@ def main(argv=None) -> int:
         kind, _, model = spec.partition(":")
         if kind not in ORDERS or not model:
             ap.error(f"bad spec {spec!r}: expected ORDER:MODEL with ORDER in {ORDERS}")
-        runs.append((f"{kind} ({Path(model).name})", kind, load_any(model)))
+        loaded = load_any(model)
+        # A checkpoint is named by its run folder (runs/abl-scale/checkpoint.pt -> abl-scale).
+        runs.append((f"{kind} ({loaded.name if model.endswith('.pt') else Path(model).name})",
+                     kind, loaded))
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if args.heldout:
         from .train import list_images, split_train_validation
         files = split_train_validation(list_images(args.images))[1]
     files = files[:args.limit or None]
+
+    against = None
+    if args.against:
+        try:
+            against = load_curve_json(args.against)
+        except EvalError as e:
+            ap.error(str(e))
 
     curves = {}
     for label, kind, loaded in runs:
@@ -156,9 +195,20 @@ def main(argv=None) -> int:
             print(f"- {label}: {bd[label]:+.1f}%")
         except BDError as e:
             print(f"- {label}: not computed ({e})")
+    bd_against = {}
+    if against is not None:
+        name, other_pts = against_curve(against, [f.name for f in files])
+        print(f"\nBD-rate against {name} ({args.against}; PSNR, PCHIP over the overlapping range):")
+        for label in labels:
+            try:
+                bd_against[label] = bd_rate(other_pts, tuple(zip(*curves[label])))
+                print(f"- {label}: {bd_against[label]:+.1f}%")
+            except BDError as e:
+                print(f"- {label}: not computed ({e})")
     if args.json:
         args.json.write_text(json.dumps({"images": len(files), "reference": ref, "curves": curves,
-                                         "bd_rate_percent": bd}, indent=1))
+                                         "bd_rate_percent": bd, "against": str(args.against or ""),
+                                         "bd_rate_against_percent": bd_against}, indent=1))
     return 0
 
 

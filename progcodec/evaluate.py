@@ -90,7 +90,11 @@ def load_curve_json(path: Path) -> Curve:
     ms = r.get("ms-ssim", r.get("ms-ssim-rgb", []))
     ms = [float(v) for v in ms] if len(ms) == len(bpp) else []
     name = str(d.get("name") or Path(path).stem)
-    return Curve(Path(path).stem, name, str(d.get("description", "")), "anchor", bpp, psnr, ms)
+    per_image = d.get("per_image")    # present in files `progcodec eval` wrote
+    per_image = per_image if isinstance(per_image, list) and all(
+        isinstance(p, dict) for p in per_image) else []
+    return Curve(Path(path).stem, name, str(d.get("description", "")), "anchor", bpp, psnr, ms,
+                 per_image=per_image)
 
 
 def load_anchors(directory: Path) -> list[Curve]:

@@ -23,3 +23,26 @@ def test_whole_latent_is_the_same_point_under_every_order(photo):
     full = progcodec.decode(data, model=loaded)
     assert abs(progcodec.codec.psnr(np.asarray(full), photo) - ends[0][1]) < 0.05
     assert container.parse_header(data).width == photo.shape[1]
+
+
+def test_against_curve_reaverages_eval_files_over_the_same_images(tmp_path):
+    """--against with an eval-written file compares like with like: the reference is re-averaged
+    over exactly the measured images (a setting counts only when all of them have it); a file
+    without per-image points is used whole."""
+    import json
+    from progcodec.evaluate import load_curve_json
+    per_image = [
+        {"file": "a.png", "points": [{"setting": "s1", "bpp": 0.1, "psnr": 20.0},
+                                     {"setting": "s2", "bpp": 0.2, "psnr": 24.0}]},
+        {"file": "b.png", "points": [{"setting": "s1", "bpp": 0.3, "psnr": 30.0}]},
+    ]
+    f = tmp_path / "ref.json"
+    f.write_text(json.dumps({"name": "ref", "results": {"bpp": [0.2, 0.9], "psnr-rgb": [25.0, 33.0]},
+                             "per_image": per_image}))
+    curve = load_curve_json(f)
+    name, (bpp, psnr) = ablation.against_curve(curve, ["a.png", "b.png"])
+    assert (bpp, psnr) == ((0.2,), (25.0,)) and "same 2 images" in name
+    _, (bpp, psnr) = ablation.against_curve(curve, ["a.png"])
+    assert (bpp, psnr) == ((0.1, 0.2), (20.0, 24.0))
+    name, (bpp, psnr) = ablation.against_curve(curve, ["c.png"])      # not in the file: whole
+    assert (bpp, psnr) == ((0.2, 0.9), (25.0, 33.0)) and name == "ref"
