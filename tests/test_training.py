@@ -133,3 +133,21 @@ def test_training_masks_follow_the_ablation_order(order):
     kept = kept.view(1, 3, 4, 4)
     assert torch.allclose(seen["y_in"], torch.where(kept, y_hat, mu), atol=1e-5)
     assert (y_hat != mu)[~kept].float().mean() > 0.5  # the check above could see a wrong mask
+
+
+def test_colour_jitter_changes_colour_only():
+    """Colour augmentation permutes channels / scales saturation: a grey crop comes back
+    unchanged, a coloured crop keeps its shape, dtype and (per pixel) channel mean within
+    rounding and clipping, and is changed in some draws but not all."""
+    import numpy as np
+    from progcodec.train import colour_jitter
+    rng = np.random.default_rng(0)
+    grey = np.repeat(np.random.default_rng(1).integers(0, 256, (16, 16, 1), dtype=np.uint8), 3, axis=2)
+    assert all((colour_jitter(grey, rng) == grey).all() for _ in range(20))
+    crop = np.random.default_rng(2).integers(60, 200, (16, 16, 3), dtype=np.uint8)
+    outs = [colour_jitter(crop, rng) for _ in range(60)]
+    assert all(o.shape == crop.shape and o.dtype == np.uint8 for o in outs)
+    changed = sum(not (o == crop).all() for o in outs)
+    assert 20 < changed < 60
+    for o in outs:
+        assert np.abs(o.astype(float).mean(axis=2) - crop.astype(float).mean(axis=2)).max() <= 1.0
