@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                     help="also give every curve's BD-rate against this CompressAI result file "
                          "(e.g. the jpeg2000.json that `progcodec eval` writes)")
     ap.add_argument("--json", type=Path, help="write the curves here")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # flags may come before the specs
 
     if not args.specs:
         has_table = load_model(DEFAULT_MODEL).model.tables.order_rank is not None
