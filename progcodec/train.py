@@ -70,9 +70,9 @@ class CropSampler:
 
 def colour_jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Half the crops get their RGB channels permuted, half (independently) their saturation
-    scaled by a log-uniform factor in [0.7, 1.5]. Why: the training photos hold few strongly
-    saturated hues, and a model trained longer on them mispredicted the means and scales of
-    Kodak's saturated reds (docs/ablation.md)."""
+    scaled by a log-uniform factor in [0.7, 1.5]. Tried because continuing training degraded the
+    low rates of Kodak's saturated reds (kodim02, kodim04); measured not to cure that
+    (docs/ablation.md), kept as an option, off by default."""
     if rng.random() < 0.5:
         crop = crop[:, :, rng.permutation(3)]
     if rng.random() < 0.5:
