@@ -46,18 +46,18 @@ def against_curve(curve, names: list[str]) -> tuple[str, tuple]:
     Other files are used whole, averaged over whatever images they were made from.
     """
     by_file = {p.get("file"): p.get("points", []) for p in curve.per_image}
-    if not names or any(n not in by_file for n in names):
-        return curve.name, tuple(zip(*sorted(zip(curve.bpp, curve.psnr))))
-    settings: dict[str, list[dict]] = {}
-    try:
-        for n in names:
-            for pt in by_file[n]:
-                settings.setdefault(pt["setting"], []).append(pt)
-        pts = sorted((statistics.mean(float(p["bpp"]) for p in ps),
-                      statistics.mean(float(p["psnr"]) for p in ps))
-                     for ps in settings.values() if len(ps) == len(names))
-    except (KeyError, TypeError, ValueError):
-        pts = []
+    pts = []
+    if names and all(n in by_file for n in names):
+        settings: dict[str, list[dict]] = {}
+        try:
+            for n in names:
+                for pt in by_file[n]:
+                    settings.setdefault(pt["setting"], []).append(pt)
+            pts = sorted((statistics.mean(float(p["bpp"]) for p in ps),
+                          statistics.mean(float(p["psnr"]) for p in ps))
+                         for ps in settings.values() if len(ps) == len(names))
+        except (KeyError, TypeError, ValueError):   # not eval's per-image schema
+            pts = []
     if not pts:
         return curve.name, tuple(zip(*sorted(zip(curve.bpp, curve.psnr))))
     return f"{curve.name} (same {len(names)} images)", tuple(zip(*pts))
@@ -146,10 +146,10 @@ def main(argv=None) -> int:
         # A checkpoint is named by its run folder (runs/abl-scale/checkpoint.pt -> abl-scale).
         runs.append((f"{kind} ({loaded.name if model.endswith('.pt') else Path(model).name})",
                      kind, loaded))
-    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    from .train import list_images, split_train_validation
+    files = list_images(args.images)
     if args.heldout:
-        from .train import list_images, split_train_validation
-        files = split_train_validation(list_images(args.images))[1]
+        files = split_train_validation(files)[1]
     files = files[:args.limit or None]
 
     against = None

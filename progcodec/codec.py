@@ -220,6 +220,17 @@ def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int) -> np
 
 
 # ---- encode ---------------------------------------------------------------------------------
+def encoder_symbols(rt: _Runtime, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the encoder codes for latent y: the clamped z symbols, then the scale level and the
+    (not yet clamped) residual symbol of every y element, both in coding order."""
+    z_np = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].cpu().numpy(), rt.models)
+    mu, idx = rt.hyper(torch.from_numpy(z_np)[None].to(rt.device))
+    order = coding_order(idx, rt.levels, rt.order_rank)
+    levels_in_order = idx[order].cpu().numpy()
+    symbols = torch.round(y.reshape(-1) - mu)[order].cpu().numpy().astype(np.int64)
+    return z_np, levels_in_order, symbols
+
+
 @torch.no_grad()
 def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto",
            quality=None, nbytes=None, bpp=None) -> bytes:
@@ -230,13 +241,7 @@ def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "au
     h, w = rgb.shape[:2]
     check_image_size(w, h)
     rt = runtime(model, device)
-    y = _analysis(rt, rgb)
-    z_np = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].cpu().numpy(), rt.models)
-    z_sym = torch.from_numpy(z_np)[None].to(rt.device)
-    mu, idx = rt.hyper(z_sym)
-    order = coding_order(idx, rt.levels, rt.order_rank)
-    levels_in_order = idx[order].cpu().numpy()
-    symbols = torch.round(y.reshape(-1) - mu)[order].cpu().numpy().astype(np.int64)
+    z_np, levels_in_order, symbols = encoder_symbols(rt, _analysis(rt, rgb))
     symbols = entropy.clamp_y_symbols(symbols, levels_in_order, rt.models)
     z_bytes = entropy.encode_z(z_np, rt.models)
     y_bytes = entropy.encode_y(symbols, levels_in_order, rt.models)

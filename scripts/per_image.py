@@ -12,17 +12,11 @@ import torch
 from PIL import Image
 
 from progcodec import ablation, codec, entropy
-from progcodec.model import coding_order
 
 
 def clamped_symbols(rt, rgb: np.ndarray) -> tuple[int, int]:
     """(count, largest excess) of y symbols outside their table's support, as the encoder sees them."""
-    y = codec._analysis(rt, rgb)
-    z = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].cpu().numpy(), rt.models)
-    mu, idx = rt.hyper(torch.from_numpy(z)[None].to(rt.device))
-    order = coding_order(idx, rt.levels, rt.order_rank)
-    levels = idx[order].cpu().numpy()
-    sym = torch.round(y.reshape(-1) - mu)[order].cpu().numpy().astype(np.int64)
+    _, levels, sym = codec.encoder_symbols(rt, codec._analysis(rt, rgb))
     excess = np.abs(sym - entropy.clamp_y_symbols(sym, levels, rt.models))
     return int((excess > 0).sum()), int(excess.max())
 
@@ -40,10 +34,10 @@ def main():
     print("| image | model | " + " | ".join(f"{t:g} bpp" for t in targets)
           + " | whole latent | clamped y symbols (max excess) |")
     print("|---|---|" + "---|" * (len(targets) + 2))
+    models = [ablation.load_any(name) for name in args.model]
     for f in args.images:
         rgb = np.asarray(Image.open(f).convert("RGB"))
-        for name in args.model:
-            loaded = ablation.load_any(name)
+        for loaded in models:
             pts = ablation.measure_image(rgb, loaded, args.order, targets=targets)
             at = {round(p["target"], 6): p["psnr"] for p in pts if not p["whole"]}
             whole = pts[-1]

@@ -13,11 +13,12 @@ from PIL import Image
 
 import progcodec
 from progcodec import ablation, container
+from progcodec.train import list_images
 
 
 def main():
     folder, models = Path(sys.argv[1]), sys.argv[2:]
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    files = list_images(folder)
     torch.set_grad_enabled(False)
     print("| model | mean header+z bpp | max | whole file bpp |")
     print("|---|---|---|---|")
