@@ -56,8 +56,8 @@ def against_curve(curve, names: list[str]) -> tuple[str, tuple]:
             pts = sorted((statistics.mean(float(p["bpp"]) for p in ps),
                           statistics.mean(float(p["psnr"]) for p in ps))
                          for ps in settings.values() if len(ps) == len(names))
-        except (KeyError, TypeError, ValueError):   # not eval's per-image schema
-            pts = []
+        except (KeyError, TypeError, ValueError):   # not eval's per-image schema: use it whole
+            pass
     if not pts:
         return curve.name, tuple(zip(*sorted(zip(curve.bpp, curve.psnr))))
     return f"{curve.name} (same {len(names)} images)", tuple(zip(*pts))

@@ -18,20 +18,21 @@ from progcodec.train import list_images
 
 def main():
     folder, models = Path(sys.argv[1]), sys.argv[2:]
-    files = list_images(folder)
     torch.set_grad_enabled(False)
+    loaded = [ablation.load_any(name) for name in models]
+    base = [[] for _ in loaded]    # per model, per image
+    whole = [[] for _ in loaded]
+    for f in list_images(folder):   # each image read once, encoded by every model
+        rgb = np.asarray(Image.open(f).convert("RGB"))
+        px = rgb.shape[0] * rgb.shape[1]
+        for m, b, w in zip(loaded, base, whole):
+            data = progcodec.encode(rgb, model=m)
+            b.append(8 * container.parse_header(data).min_length / px)
+            w.append(8 * len(data) / px)
     print("| model | mean header+z bpp | max | whole file bpp |")
     print("|---|---|---|---|")
-    for name in models:
-        loaded = ablation.load_any(name)
-        base, whole = [], []
-        for f in files:
-            rgb = np.asarray(Image.open(f).convert("RGB"))
-            data = progcodec.encode(rgb, model=loaded)
-            px = rgb.shape[0] * rgb.shape[1]
-            base.append(8 * container.parse_header(data).min_length / px)
-            whole.append(8 * len(data) / px)
-        print(f"| {loaded.name} | {statistics.mean(base):.4f} | {max(base):.4f} | {statistics.mean(whole):.3f} |")
+    for m, b, w in zip(loaded, base, whole):
+        print(f"| {m.name} | {statistics.mean(b):.4f} | {max(b):.4f} | {statistics.mean(w):.3f} |")
 
 
 if __name__ == "__main__":
