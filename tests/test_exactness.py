@@ -38,7 +38,7 @@ def _encode_under(img, model, threads, onednn):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("which", ["tiny", "progcodec-v1", "progcodec-v1-ordered", "progcodec-v5"])
+@pytest.mark.parametrize("which", ["tiny", "progcodec-v1", "progcodec-v1-ordered", "progcodec-v5", "progcodec-v7"])
 def test_bytes_and_indexes_identical_across_threads_and_onednn(which, tiny, photo):
     model = tiny if which == "tiny" else which
     img = smooth_image(80, 120, seed=3) if which == "tiny" else photo

@@ -20,7 +20,7 @@ TINY = str(DATA / "tiny.safetensors")
 
 @pytest.fixture(scope="module")
 def seeds():
-    return fuzz.seed_files([TINY, "progcodec-v1", "progcodec-v1-ordered", "progcodec-v5"])
+    return fuzz.seed_files([TINY, "progcodec-v1", "progcodec-v1-ordered", "progcodec-v5", "progcodec-v7"])
 
 
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
