@@ -78,15 +78,26 @@ def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:
     return LoadedModel(meta["name"], hashlib.sha256(data).digest()[:8], model, path)
 
 
-def find_model_file(name: str) -> Path:
-    """The weight file of a shipped model: installed package data, or a source checkout."""
-    candidates = []
+def _model_dirs() -> list[Path]:
+    """Where shipped weights live: installed package data first, then a source checkout."""
+    dirs = []
     try:
         from importlib.resources import files
-        candidates.append(Path(str(files("progcodec.models").joinpath(f"{name}.safetensors"))))
+        dirs.append(Path(str(files("progcodec.models"))))
     except (ModuleNotFoundError, TypeError):
         pass
-    candidates.append(MODELS_DIR / f"{name}.safetensors")
+    dirs.append(MODELS_DIR)
+    return dirs
+
+
+def shipped_model_names() -> list[str]:
+    """Names of every shipped model (the ones `load_model` finds by name), sorted."""
+    return sorted({p.stem for d in _model_dirs() if d.is_dir() for p in d.glob("*.safetensors")})
+
+
+def find_model_file(name: str) -> Path:
+    """The weight file of a shipped model: installed package data, or a source checkout."""
+    candidates = [d / f"{name}.safetensors" for d in _model_dirs()]
     for c in candidates:
         if c.is_file():
             return c

@@ -8,6 +8,7 @@ import torch
 import progcodec
 from progcodec import codec
 from progcodec.model import coding_order
+from progcodec.weights import shipped_model_names
 
 from conftest import smooth_image
 
@@ -38,7 +39,7 @@ def _encode_under(img, model, threads, onednn):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("which", ["tiny", "progcodec-v1", "progcodec-v1-ordered", "progcodec-v5", "progcodec-v7"])
+@pytest.mark.parametrize("which", ["tiny", *shipped_model_names()])
 def test_bytes_and_indexes_identical_across_threads_and_onednn(which, tiny, photo):
     model = tiny if which == "tiny" else which
     img = smooth_image(80, 120, seed=3) if which == "tiny" else photo

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from progcodec import codec, container, fuzz
 from progcodec.container import FormatError
+from progcodec.weights import shipped_model_names
 
 from conftest import DATA
 from test_cli import assert_clean_error, run
@@ -20,7 +21,7 @@ TINY = str(DATA / "tiny.safetensors")
 
 @pytest.fixture(scope="module")
 def seeds():
-    return fuzz.seed_files([TINY, "progcodec-v1", "progcodec-v1-ordered", "progcodec-v5", "progcodec-v7"])
+    return fuzz.seed_files([TINY, *shipped_model_names()])
 
 
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
