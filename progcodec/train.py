@@ -106,6 +106,23 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def train_step(model, opt, x: torch.Tensor, keep: torch.Tensor, lam_min: float, lam_max: float,
+               q_min: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on batch x with keep-fractions keep (bf16 autocast on CPU). `model` may
+    be a torch.compile wrapper. Returns the loss and the per-image bpp and MSE, detached."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cpu"):
+        out = model(x, keep)
+    mse = ((out["x_hat"].float() - x) ** 2).flatten(1).mean(1)
+    bpp = out["bits"] / (x.shape[2] * x.shape[3])
+    lam = lambda_of_keep(keep, lam_min, lam_max, q_min)
+    loss = (bpp + lam * 255**2 * mse).mean() + out["range_penalty"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    opt.step()
+    return loss.detach(), bpp.detach(), mse.detach()
+
+
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -198,7 +215,6 @@ def main(argv=None) -> int:
           f"{time.time() - t0:.0f}s; device {device}; threads {torch.get_num_threads()}; "
           f"config {config.to_dict()}; args {vars(args)}", file=log)
     rng = random.Random(args.seed + step)
-    use_bf16 = device.type == "cpu"
     stop = {"now": False}
 
     def request_stop(signum, frame):
@@ -236,21 +252,11 @@ def main(argv=None) -> int:
             g["lr"] = lr
         x = sampler.batch(args.batch).to(device).contiguous(memory_format=torch.channels_last)
         keep = sample_keep(args.batch, args.q_min, rng, args.finetune_decoder).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = model(x, keep)
-        x_hat = out["x_hat"].float()
-        mse = ((x_hat - x) ** 2).flatten(1).mean(1)
-        bpp = out["bits"] / (x.shape[2] * x.shape[3])
-        lam = lambda_of_keep(keep, args.lambda_min, args.lambda_max, args.q_min)
-        loss = (bpp + lam * 255**2 * mse).mean() + out["range_penalty"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        opt.step()
+        loss, bpp, mse = train_step(model, opt, x, keep, args.lambda_min, args.lambda_max,
+                                    args.q_min)
         step += 1
 
         full = keep >= 1.0
-        bpp, mse = bpp.detach(), mse.detach()
         acc["n"] += 1
         acc["loss"] += loss.item()
         acc["n1"] += int(full.sum())
