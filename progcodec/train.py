@@ -3,7 +3,7 @@
 Random crops of a folder of photos; every image of a batch gets its own keep-fraction q (25%
 q = 1, the rest log-uniform down to q_min); loss = sum over images of bits/pixel(q) +
 lambda(q) * 255^2 * MSE(q), with lambda log-log interpolated between --lambda-min at q_min and
---lambda-max at q = 1. bf16 autocast with channels_last on CPU (AMX), CUDA when present.
+--lambda-max at q = 1. bf16 autocast with channels_last, on CPU (AMX) or CUDA when present.
 A checkpoint (model + optimizer) is written every few minutes and on exit; rerunning the same
 command resumes from it. `python -m progcodec.export` turns a checkpoint into shipped weights.
 """
@@ -56,6 +56,7 @@ class CropSampler:
         self.rng = np.random.default_rng(seed)
 
     def batch(self, n: int) -> torch.Tensor:
+        """n crops as uint8 (n, 3, patch, patch)."""
         out = np.empty((n, self.patch, self.patch, 3), dtype=np.uint8)
         for i in range(n):
             im = self.images[self.rng.integers(len(self.images))]
@@ -65,7 +66,7 @@ class CropSampler:
             if self.rng.random() < 0.5:
                 crop = crop[:, ::-1]
             out[i] = colour_jitter(crop, self.rng) if self.colour else crop
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+        return torch.from_numpy(out).permute(0, 3, 1, 2)  # uint8: 4x less to copy to a GPU
 
 
 def colour_jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -107,10 +108,11 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def train_step(model, opt, x: torch.Tensor, keep: torch.Tensor, lam_min: float, lam_max: float,
-               q_min: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimizer step on batch x with keep-fractions keep (bf16 autocast on CPU). `model` may
-    be a torch.compile wrapper. Returns the loss and the per-image bpp and MSE, detached."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cpu"):
+               q_min: float, bf16: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on batch x with keep-fractions keep (bf16 autocast unless bf16=False).
+    `model` may be a torch.compile wrapper. Returns the loss and the per-image bpp and MSE,
+    detached."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(x, keep)
     mse = ((out["x_hat"].float() - x) ** 2).flatten(1).mean(1)
     bpp = out["bits"] / (x.shape[2] * x.shape[3])
@@ -148,6 +150,9 @@ def main(argv=None) -> int:
                     help="train only the decoder side (g_s, h_mean) on mostly small keep-fractions; "
                          "the encoder side, z density and scale net stay frozen")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+                    help="bf16: autocast (AMX on CPU, tensor cores on CUDA), the entropy model "
+                         "and likelihoods stay fp32; fp32: no autocast")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--log-every", type=int, default=50)
@@ -250,10 +255,11 @@ def main(argv=None) -> int:
         lr = learning_rate(step, total, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = sampler.batch(args.batch).to(device).contiguous(memory_format=torch.channels_last)
+        x = sampler.batch(args.batch).to(device).float().div_(255).contiguous(
+            memory_format=torch.channels_last)
         keep = sample_keep(args.batch, args.q_min, rng, args.finetune_decoder).to(device)
         loss, bpp, mse = train_step(model, opt, x, keep, args.lambda_min, args.lambda_max,
-                                    args.q_min)
+                                    args.q_min, args.precision == "bf16")
         step += 1
 
         full = keep >= 1.0
