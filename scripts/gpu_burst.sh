@@ -1,0 +1,29 @@
+#!/bin/bash
+# One GPU training burst, run on the device machine by the device tool (see the model card of
+# the model it produced for the exact call). PREC=bf16 skips the smoke test. Continues a shipped model on the crops made by
+# scripts/make_crops.py in .gpudata, for MINUTES minutes of cosine schedule, and leaves the
+# model (split in shards, scripts/gpu_state.py) and the log in $OUT.
+#   carry: .gpudata .whl (constriction for python 3.12: progcodec imports it)
+set -u
+MINUTES=${MINUTES:-8}; INIT=${INIT:-models/progcodec-v9.safetensors}; DEVICE=${DEVICE:-cuda}
+BATCH=${BATCH:-16}; LR=${LR:-2e-4}; SEED=${SEED:-71}; OUT=${OUT:-/tmp/out}; RUN=${RUN:-/tmp/g}
+[ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OUT
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, PIL.features as f; print('torch', torch.__version__, 'webp', f.check('webp'))"
+common=(.gpudata --init "$INIT" --batch "$BATCH" --patch 256 --lr "$LR" --warmup 300
+        --lambda-min 0.0015 --lambda-max 0.025 --seed "$SEED" --device "$DEVICE")
+# A few steps first: bf16 autocast on CUDA was never run before this burst; fall back to fp32.
+if [ -z "${PREC:-}" ]; then
+  PREC=bf16
+  python3 -m progcodec.train "${common[@]}" --out /tmp/smoke --steps 20 --log-every 10 --precision bf16 \
+    || PREC=fp32
+  tail -2 /tmp/smoke/train.log
+fi
+echo "precision $PREC"
+rm -rf "$RUN"
+timeout -s TERM "$(awk "BEGIN{print int($MINUTES * 60 + 45)}")" python3 -m progcodec.train "${common[@]}" --out "$RUN" \
+  --steps 1000 --minutes "$MINUTES" --ckpt-minutes 2 --log-every 250 --precision "$PREC"
+echo "train exit $?"
+cp "$RUN/train.log" "$OUT/train.log"
+python3 scripts/gpu_state.py split "$RUN/checkpoint.pt" "$OUT"
