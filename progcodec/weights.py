@@ -19,7 +19,7 @@ from .model import ModelConfig, ProgressiveModel
 from .tables import CodingTables
 
 FORMAT = "progcodec-weights-1"
-DEFAULT_MODEL = "progcodec-v9"
+DEFAULT_MODEL = "progcodec-v10"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # a source checkout
 
 
