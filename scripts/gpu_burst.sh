@@ -1,9 +1,11 @@
 #!/bin/bash
-# One GPU training burst, run on the device machine by the device tool (see the model card of
-# the model it produced for the exact call). PREC=bf16 skips the smoke test. Continues a shipped model on the crops made by
-# scripts/make_crops.py in .gpudata, for MINUTES minutes of cosine schedule, and leaves the
-# model (split in shards, scripts/gpu_state.py) and the log in $OUT.
-#   carry: .gpudata .whl (constriction for python 3.12: progcodec imports it)
+# One GPU training burst, run on the device machine by the device tool (each model card trained
+# this way gives its exact call). Continues the model file INIT on the crops that
+# scripts/make_crops.py wrote to .gpudata, for MINUTES minutes of cosine schedule (peak LR, BATCH,
+# SEED), and leaves the model in shards (scripts/gpu_state.py) and the log in $OUT.
+#   carry: .gpudata .whl (constriction's wheel for the machine's Python 3.12: progcodec imports it)
+#   A call carries at most 64 MiB: move the other shipped weights out of models/ for the call.
+#   PREC=bf16 or fp32 skips the smoke run that otherwise picks the precision.
 set -u
 MINUTES=${MINUTES:-8}; INIT=${INIT:-models/progcodec-v9.safetensors}; DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-16}; LR=${LR:-2e-4}; SEED=${SEED:-71}; OUT=${OUT:-/tmp/out}; RUN=${RUN:-/tmp/g}
@@ -13,7 +15,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, PIL.features as f; print('torch', torch.__version__, 'webp', f.check('webp'))"
 common=(.gpudata --init "$INIT" --batch "$BATCH" --patch 256 --lr "$LR" --warmup 300
         --lambda-min 0.0015 --lambda-max 0.025 --seed "$SEED" --device "$DEVICE")
-# A few steps first: bf16 autocast on CUDA was never run before this burst; fall back to fp32.
+# A few steps first: fall back to fp32 where bf16 autocast fails on the machine's torch.
 if [ -z "${PREC:-}" ]; then
   PREC=bf16
   python3 -m progcodec.train "${common[@]}" --out /tmp/smoke --steps 20 --log-every 10 --precision bf16 \
