@@ -2,6 +2,8 @@
 # CPU vs CUDA agreement on the device machine (DESIGN.md 3): the CUDA tests, which CI (no GPU)
 # skips, and the default model's bytes on a few whole photos carried in .gpucheck.
 #   carry: .whl (constriction for python 3.12) .gpucheck (a few PNGs)
+#   A call carries at most 64 MiB: leave in models/ only the weights to check (the test takes
+#   every shipped model there; the photo loop, the default one).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
