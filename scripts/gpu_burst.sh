@@ -9,8 +9,8 @@
 set -u
 MINUTES=${MINUTES:-8}; INIT=${INIT:-models/progcodec-v9.safetensors}; DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-16}; LR=${LR:-2e-4}; SEED=${SEED:-71}; OUT=${OUT:-/tmp/out}; RUN=${RUN:-/tmp/g}
-[ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OUT
+. scripts/device_env.sh
+export OUT
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, PIL.features as f; print('torch', torch.__version__, 'webp', f.check('webp'))"
 common=(.gpudata --init "$INIT" --batch "$BATCH" --patch 256 --lr "$LR" --warmup 300

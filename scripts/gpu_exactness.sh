@@ -5,8 +5,7 @@
 #   A call carries at most 64 MiB: leave in models/ only the weights to check (the test takes
 #   every shipped model there; the photo loop, the default one).
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+. scripts/device_env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -m pytest -q -p no:cacheprovider tests/test_exactness.py -k cuda -rA 2>&1 | tail -8
 python3 - <<'PY'

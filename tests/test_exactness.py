@@ -39,10 +39,16 @@ def _encode_under(img, model, threads, onednn):
         torch.set_num_threads(old)
 
 
+def _model_and_image(which, tiny, photo):
+    """The tiny model on a synthetic image, or a shipped model (by name) on the photo crop."""
+    if which == "tiny":
+        return tiny, smooth_image(80, 120, seed=3)
+    return which, photo
+
+
 @pytest.mark.parametrize("which", ["tiny", *shipped_model_names()])
 def test_bytes_and_indexes_identical_across_threads_and_onednn(which, tiny, photo):
-    model = tiny if which == "tiny" else which
-    img = smooth_image(80, 120, seed=3) if which == "tiny" else photo
+    model, img = _model_and_image(which, tiny, photo)
     results = [(name, *_encode_under(img, model, t, o)) for name, t, o in _settings()]
     ref_name, ref_data, ref_idx = results[0]
     for name, data, idx in results[1:]:
@@ -67,8 +73,7 @@ def test_cuda_writes_the_cpu_bytes_and_decodes_them_alike(which, tiny, photo):
     """The same .pic from CPU and GPU, and its prefixes decode on both to images that differ by
     at most one level in a few pixels (the synthesis is float32: DESIGN.md 3 lets the
     reconstruction move by a tiny amount, never the symbols)."""
-    model = tiny if which == "tiny" else which
-    img = smooth_image(80, 120, seed=3) if which == "tiny" else photo
+    model, img = _model_and_image(which, tiny, photo)
     cpu = progcodec.encode(img, model=model, device="cpu")
     assert progcodec.encode(img, model=model, device="cuda") == cpu
     for q in (0.1, 0.5, 1.0):
