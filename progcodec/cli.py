@@ -162,12 +162,18 @@ def main():
               help="Output .pic file, '-' for stdout, or a directory (required for several inputs; "
                    "created if missing). Default: the input path with suffix .pic.")
 @_prefix_options
+@click.option("--refine", type=click.FloatRange(0, 1), default=None, callback=_finite, metavar="FRACTION",
+              help="Fraction of the latent elements, most important first, that get one "
+                   "refinement bit at the end of the file (format version 3): it raises the "
+                   "quality of the whole file and of long prefixes; shorter prefixes pay only "
+                   "4 more header bytes (docs/refinement.md). 0 writes no "
+                   f"refinement (format version 2). Default: {codec.DEFAULT_REFINE}.")
 @_model_option
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary lines.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per input (input, output, bytes, bpp, seconds) on stdout.")
-def encode(inputs, output, quality, nbytes, bpp, model, device, quiet, as_json):
+def encode(inputs, output, quality, nbytes, bpp, refine, model, device, quiet, as_json):
     """Encode images (PNG, JPEG, ... ; '-' reads stdin) into .pic files.
 
     With several inputs, a failing file is reported and skipped; the exit status is then 1."""
@@ -205,7 +211,7 @@ def encode(inputs, output, quality, nbytes, bpp, model, device, quiet, as_json):
                 t0 = time.perf_counter()
                 im = _load_image(inp)
                 data = codec.encode(im, model=model, device=device, quality=quality,
-                                    nbytes=nbytes, bpp=bpp)
+                                    nbytes=nbytes, bpp=bpp, refine=refine)
                 seconds = time.perf_counter() - t0
                 write_atomic(dest, data, inputs)
             except WeightsError as e:  # no model: every file would fail the same way
@@ -279,7 +285,8 @@ def decode(input, output, quality, nbytes, bpp, model, device, strict, quiet, as
     w, h = d.image.size
     rec = {"input": input, "output": output, "bytes_used": d.bytes_used,
            "bpp": 8 * d.bytes_used / (w * h), "elements_decoded": d.elements_decoded,
-           "elements_total": d.elements_total, "width": w, "height": h,
+           "elements_total": d.elements_total, "refinements_decoded": d.refinements_decoded,
+           "refinements_total": d.refinements_total, "width": w, "height": h,
            "seconds": round(seconds, 4), "warnings": d.warnings}
     if as_json:
         click.echo(json.dumps(rec))
@@ -351,10 +358,13 @@ def train(args):
                    "truncated JPEG 2000 measured here, else a JPEG 2000 anchor, else JPEG.")
 @click.option("--limit", type=click.IntRange(min=0), default=0,
               help="Only the first N images (sorted by name); 0: all.")
+@click.option("--refine", type=click.FloatRange(0, 1), default=None, callback=_finite, metavar="FRACTION",
+              help="Encode with this refinement fraction (as `encode --refine`). "
+                   f"Default: {codec.DEFAULT_REFINE}.")
 @_model_option
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar, notes or summary on stderr.")
-def eval_(dataset, out_dir, against, anchors, reference, limit, model, device, quiet):
+def eval_(dataset, out_dir, against, anchors, reference, limit, refine, model, device, quiet):
     """Rate-distortion evaluation on a folder of images (e.g. Kodak).
 
     One encode per image with the model, then decodes of prefixes at 0.05, 0.1, 0.15, 0.2,
@@ -380,6 +390,7 @@ def eval_(dataset, out_dir, against, anchors, reference, limit, model, device, q
     args = ["progcodec", "eval", dataset, "-o", out_dir]  # the run, as a command to repeat
     for flag, value, default in (("--against", against, ""), ("--anchors", anchors, None),
                                  ("--reference", reference, None), ("--limit", limit, 0),
+                                 ("--refine", refine, None),
                                  ("--model", model, DEFAULT_MODEL), ("--device", device, "auto")):
         if value != default:
             args += [flag, str(value)]
@@ -390,6 +401,7 @@ def eval_(dataset, out_dir, against, anchors, reference, limit, model, device, q
                                hidden=quiet) as bar:
             res = evaluate.run(Path(dataset), model=model, device=device, against=codecs,
                                anchors=anchors, reference=reference, limit=limit, command=command,
+                               refine=refine,
                                on_image=lambda name: bar.update(1), note=note)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         evaluate.write_outputs(res, Path(out_dir), lambda p, d: write_atomic(p, d), note=note)

@@ -48,8 +48,10 @@ class _Runtime:
         self.models = entropy.Models(m.tables)
         self.levels = m.config.levels
         self.order_rank = m.tables.order_rank  # None: plain scale order (progcodec-v1)
-        self.format_version = (container.VERSION if self.order_rank is None
-                               else container.VERSION_ORDER_TABLE)
+        # Version 1: plain scale order. A model with an order table writes version 2, or 3 when
+        # the file carries refinement bits (format.md 5.1), and reads both.
+        self.versions = ((container.VERSION,) if self.order_rank is None else
+                         (container.VERSION_ORDER_TABLE, container.VERSION_REFINED))
         self.z_channels, self.y_channels = m.config.N, m.config.M
         # float64 copies: encoder analysis and the (cheap, low-resolution) mean network
         self.g_a64 = copy.deepcopy(m.g_a).double().to(device).eval()
@@ -220,33 +222,65 @@ def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int) -> np
 
 
 # ---- encode ---------------------------------------------------------------------------------
-def encoder_symbols(rt: _Runtime, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """What the encoder codes for latent y: the clamped z symbols, then the scale level and the
-    (not yet clamped) residual symbol of every y element, both in coding order."""
+# Fraction of the y elements, first in coding order, that get a refinement bit (format.md 5.1)
+# when the model has an order table. Chosen on Kodak and the validation photos: docs/refinement.md.
+DEFAULT_REFINE = 0.4
+REFINE_STEP = 0.25  # a refined element sits at the centre of the half of its bin: s -/+ 0.25
+
+
+@torch.no_grad()
+def encoder_symbols(rt: _Runtime, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the encoder codes for latent y: the clamped z symbols, then the scale level, the
+    (not yet clamped) residual symbol and the residual y - mu (float64) of every y element, all
+    in coding order."""
     z_np = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].cpu().numpy(), rt.models)
     mu, idx = rt.hyper(torch.from_numpy(z_np)[None].to(rt.device))
     order = coding_order(idx, rt.levels, rt.order_rank)
     levels_in_order = idx[order].cpu().numpy()
-    symbols = torch.round(y.reshape(-1) - mu)[order].cpu().numpy().astype(np.int64)
-    return z_np, levels_in_order, symbols
+    residual = (y.reshape(-1) - mu)[order].cpu().numpy()
+    symbols = np.round(residual).astype(np.int64)  # half to even, as torch.round
+    return z_np, levels_in_order, symbols, residual
+
+
+def refine_count(n: int, fraction: float) -> int:
+    return int(math.floor(fraction * n + 0.5))
+
+
+def refinement_bits(residual: np.ndarray, symbols: np.ndarray, count: int) -> np.ndarray:
+    """One bit for each of the first `count` elements in coding order: 1 when the residual lies
+    in the upper half of its (clamped) symbol's bin."""
+    return (residual[:count] - symbols[:count] >= 0).astype(np.int64)
 
 
 @torch.no_grad()
 def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto",
-           quality=None, nbytes=None, bpp=None) -> bytes:
+           quality=None, nbytes=None, bpp=None, refine: float | None = None) -> bytes:
     """Encode an image (PIL image or HxWx3 uint8 array) into .pic bytes.
 
-    quality/nbytes/bpp keep only a prefix of the file (see prefix_length)."""
+    quality/nbytes/bpp keep only a prefix of the file (see prefix_length). refine: fraction of
+    the y elements that get a refinement bit after all base symbols (default DEFAULT_REFINE for
+    a model with an order table; 0 writes a format version 2 file, as before refinement)."""
+    rt = runtime(model, device)
+    if refine is None:
+        refine = DEFAULT_REFINE if rt.order_rank is not None else 0.0
+    if not 0.0 <= refine <= 1.0:  # also rejects NaN
+        raise CodecError(f"refine must be in [0, 1], got {refine}")
+    if refine > 0 and rt.order_rank is None:
+        raise CodecError(f"model {rt.loaded.name} has no order table: it writes format "
+                         f"version 1, which has no refinement bits (use refine 0)")
     rgb = to_rgb_array(image)
     h, w = rgb.shape[:2]
     check_image_size(w, h)
-    rt = runtime(model, device)
-    z_np, levels_in_order, symbols = encoder_symbols(rt, _analysis(rt, rgb))
+    z_np, levels_in_order, symbols, residual = encoder_symbols(rt, _analysis(rt, rgb))
     symbols = entropy.clamp_y_symbols(symbols, levels_in_order, rt.models)
+    refined = refine_count(len(symbols), refine)
+    if refined:
+        symbols = np.concatenate([symbols, refinement_bits(residual, symbols, refined)])
+        levels_in_order = np.concatenate([levels_in_order, np.full(refined, entropy.REFINE)])
     z_bytes = entropy.encode_z(z_np, rt.models)
     y_bytes = entropy.encode_y(symbols, levels_in_order, rt.models)
     header = Header(rt.loaded.name, rt.loaded.digest, w, h, len(z_bytes), len(y_bytes),
-                    version=rt.format_version)
+                    version=rt.versions[-1] if refined else rt.versions[0], refined=refined)
     data = container.pack(header, z_bytes, y_bytes)
     keep = prefix_length(header.min_length, len(data), w, h, quality=quality, nbytes=nbytes, bpp=bpp)
     return data[:keep]
@@ -260,13 +294,15 @@ class Decoded:
     elements_decoded: int
     elements_total: int
     warnings: list[str] = field(default_factory=list)
+    refinements_decoded: int = 0  # refinement bits decoded (format.md 5.1)
+    refinements_total: int = 0
 
 
 def _check_model(h: Header, rt: _Runtime) -> None:
     if h.model_name != rt.loaded.name or h.model_digest != rt.loaded.digest:
         raise CodecError(f"file was encoded with model {h.model_name} ({h.model_digest.hex()}); "
                          f"loaded model is {rt.loaded.name} ({rt.loaded.digest.hex()})")
-    if h.version != rt.format_version:
+    if h.version not in rt.versions:
         raise FormatError(f"format version {h.version} does not match model {rt.loaded.name}, "
                           f"which {'has' if rt.order_rank is not None else 'has no'} order table")
 
@@ -279,6 +315,7 @@ class _Latent:
     total: int
     bytes_used: int
     warnings: list[str]
+    refined: int = 0  # refinement bits decoded
 
 
 def _decode_latent(data: bytes, rt: _Runtime, strict: bool, **prefix) -> _Latent:
@@ -294,14 +331,21 @@ def _decode_latent(data: bytes, rt: _Runtime, strict: bool, **prefix) -> _Latent
         z_sym = torch.from_numpy(z_sym)[None].to(rt.device)
         mu, idx = rt.hyper(z_sym)
         order = coding_order(idx, rt.levels, rt.order_rank)
+        n = len(order)
         levels_in_order = idx[order].cpu().numpy()
+        if h.refined:
+            levels_in_order = np.concatenate([levels_in_order, np.full(h.refined, entropy.REFINE)])
         symbols, k = entropy.decode_y(p.y_bytes, levels_in_order, rt.models, complete=p.y_complete)
     except entropy.StreamError as e:
         raise FormatError(str(e)) from None
+    base, refined = min(k, n), max(k - n, 0)
     y_hat = mu.clone()
-    y_hat[order[:k]] += torch.from_numpy(symbols[:k]).to(rt.device, torch.float64)
+    y_hat[order[:base]] += torch.from_numpy(symbols[:base]).to(rt.device, torch.float64)
+    if refined:  # exact in float64: the base values are integers plus mu, the steps +-1/4
+        halves = torch.from_numpy(symbols[n:n + refined] * 2 - 1).to(rt.device, torch.float64)
+        y_hat[order[:refined]] += REFINE_STEP * halves
     y_hat = y_hat.view(1, rt.y_channels, 4 * hz, 4 * wz).float()
-    return _Latent(h, y_hat, k, len(order), keep, p.warnings)
+    return _Latent(h, y_hat, base, n, keep, p.warnings, refined)
 
 
 @torch.no_grad()
@@ -312,7 +356,8 @@ def decode_detailed(data: bytes, *, quality=None, nbytes=None, bpp=None,
     rt = runtime(model, device)
     lat = _decode_latent(data, rt, strict, quality=quality, nbytes=nbytes, bpp=bpp)
     rgb = _synthesis(rt, lat.y_hat, lat.header.height, lat.header.width)
-    return Decoded(Image.fromarray(rgb, "RGB"), lat.bytes_used, lat.decoded, lat.total, lat.warnings)
+    return Decoded(Image.fromarray(rgb, "RGB"), lat.bytes_used, lat.decoded, lat.total, lat.warnings,
+                   lat.refined, lat.header.refined)
 
 
 def decode(data: bytes, quality=None, nbytes=None, bpp=None, **options) -> Image.Image:
@@ -335,12 +380,14 @@ def info(data: bytes, *, model: str | LoadedModel = DEFAULT_MODEL, device: str =
     out = {"format_version": h.version, "model": h.model_name, "model_digest": h.model_digest.hex(),
            "width": h.width, "height": h.height, "file_bytes": len(data),
            "complete_file_bytes": h.full_length, "bpp": 8 * len(data) / (h.width * h.height),
-           "min_decodable_bytes": h.min_length}
+           "min_decodable_bytes": h.min_length, "refinements_total": h.refined}
     try:
         rt = runtime(model, device)
     except WeightsError as e:  # the header fields need no model; element counts do
-        out.update(elements_total=None, elements_decodable=None, warnings=[str(e)])
+        out.update(elements_total=None, elements_decodable=None, refinements_decodable=None,
+                   warnings=[str(e)])
         return out
     lat = _decode_latent(data, rt, strict=False)  # corrupt or too short: FormatError
-    out.update(elements_total=lat.total, elements_decodable=lat.decoded, warnings=lat.warnings)
+    out.update(elements_total=lat.total, elements_decodable=lat.decoded,
+               refinements_decodable=lat.refined, warnings=lat.warnings)
     return out

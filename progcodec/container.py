@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 MAGIC = b"\x89PGC"
 VERSION = 1  # plain scale order
 VERSION_ORDER_TABLE = 2  # coding order from the model's priority table (format.md 3)
-VERSIONS = (VERSION, VERSION_ORDER_TABLE)
+VERSION_REFINED = 3  # version 2 plus a refinement pass after the base symbols (format.md 5.1)
+VERSIONS = (VERSION, VERSION_ORDER_TABLE, VERSION_REFINED)
 MAX_NAME = 64
 MAX_SIDE = 65535
 # 67 Mpx (e.g. 8192 x 8192). The transforms run tile by tile above 2 Mpx (tiling.py), so what
@@ -25,6 +26,11 @@ Y_BLOCK = 1024  # y payload bytes per CRC block
 MAX_BITS_PER_SYMBOL = 24  # the tables' rarest symbol costs 22 bits; a stream can't exceed this
 
 _FIXED = struct.Struct(">IIIIH")  # width, height, z_len, y_len, y_block
+_REFINED = struct.Struct(">I")  # version 3 only: number of refinement symbols after the base ones
+
+
+def header_size(version: int, name_len: int) -> int:
+    return 7 + name_len + 8 + _FIXED.size + (_REFINED.size if version == VERSION_REFINED else 0) + 4
 
 
 def _printable(name: bytes) -> bool:
@@ -46,18 +52,23 @@ class Header:
     y_len: int  # bytes of the complete y stream
     y_block: int = Y_BLOCK
     version: int = VERSION
+    refined: int = 0  # refinement symbols after the n base symbols (version 3 only)
 
     def pack(self) -> bytes:
         name = self.model_name.encode("ascii")
         if not 1 <= len(name) <= MAX_NAME or not _printable(name):
             raise ValueError(f"model name must be 1..{MAX_NAME} printable ASCII characters")
+        if self.refined and self.version != VERSION_REFINED:
+            raise ValueError(f"refinement symbols need format version {VERSION_REFINED}")
         body = (MAGIC + bytes([self.version, 0, len(name)]) + name + self.model_digest
                 + _FIXED.pack(self.width, self.height, self.z_len, self.y_len, self.y_block))
+        if self.version == VERSION_REFINED:
+            body += _REFINED.pack(self.refined)
         return body + struct.pack(">I", zlib.crc32(body))
 
     @property
     def size(self) -> int:
-        return 3 + 4 + len(self.model_name) + 8 + _FIXED.size + 4
+        return header_size(self.version, len(self.model_name))
 
     @property
     def min_length(self) -> int:
@@ -100,7 +111,7 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
     version, flags, name_len = data[4], data[5], data[6]
     if not 1 <= name_len <= MAX_NAME:
         raise FormatError(f"corrupt header: model name length {name_len}")
-    size = 7 + name_len + 8 + _FIXED.size + 4
+    size = header_size(version, name_len)
     if len(data) < size:
         raise FormatError(f"file too short: {len(data)} bytes, the header alone needs {size}")
     body, (crc,) = data[:size - 4], struct.unpack(">I", data[size - 4:size])
@@ -115,7 +126,8 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
         raise FormatError("corrupt header: model name is not printable ASCII")
     name = data[7:7 + name_len].decode("ascii")
     digest = data[7 + name_len:15 + name_len]
-    width, height, z_len, y_len, y_block = _FIXED.unpack(data[15 + name_len:size - 4])
+    width, height, z_len, y_len, y_block = _FIXED.unpack(data[15 + name_len:15 + name_len + _FIXED.size])
+    refined = _REFINED.unpack(data[size - 8:size - 4])[0] if version == VERSION_REFINED else 0
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise FormatError(f"corrupt header: image size {width}x{height}")
     if width * height > MAX_PIXELS:
@@ -126,9 +138,11 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
     zc, yc = z_channels or 1024, y_channels or 1024
     if z_len % 4 or z_len > 4 + nz * zc * MAX_BITS_PER_SYMBOL // 8 + 8:
         raise FormatError(f"corrupt header: z stream length {z_len}")
-    if y_len % 4 or y_len > 4 + ny * yc * MAX_BITS_PER_SYMBOL // 8 + 8:
+    if refined > ny * yc:  # at most one refinement symbol per y element
+        raise FormatError(f"corrupt header: {refined} refinement symbols")
+    if y_len % 4 or y_len > 4 + (ny * yc + refined) * MAX_BITS_PER_SYMBOL // 8 + 8:
         raise FormatError(f"corrupt header: y stream length {y_len}")
-    return Header(name, digest, width, height, z_len, y_len, y_block, version)
+    return Header(name, digest, width, height, z_len, y_len, y_block, version, refined)
 
 
 @dataclass

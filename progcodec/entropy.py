@@ -29,6 +29,12 @@ class StreamError(Exception):
     pass
 
 
+# The "level" of a refinement symbol in a sequence of levels (format.md 5.1): one bit, coded
+# with probability 1/2 (the measured entropy of these bits is 0.98 bit: not worth a table).
+REFINE = -1
+_REFINE_MODEL = _Categorical(np.array([1.0, 1.0]), perfect=False)
+
+
 def words_to_bytes(words: np.ndarray) -> bytes:
     return np.asarray(words, dtype=np.uint32).astype(">u4").tobytes()
 
@@ -56,8 +62,16 @@ class Models:
 
     @lru_cache(maxsize=None)
     def y(self, level: int):
+        """(model, r) of a y run: symbols -r..r are coded as symbol + r. REFINE: bits 0/1."""
+        if level == REFINE:
+            return _REFINE_MODEL, 0
         counts, radius = self.tables.y_row(level)
         return _Categorical(counts.astype(np.float64), perfect=False), radius
+
+    def y_support(self, level: int) -> tuple[int, int]:
+        """Smallest and largest symbol of a y run's table."""
+        _, r = self.y(level)
+        return (0, 1) if level == REFINE else (-r, r)
 
 
 # ---- z: one table per channel, channels in order, raster order within a channel -----------
@@ -118,13 +132,13 @@ def clamp_y_symbols(symbols: np.ndarray, levels_in_order: np.ndarray, models: Mo
     """Clamp each symbol to its table's support (the encoder reconstructs with the same)."""
     out = symbols.astype(np.int64).copy()
     for s, e, lev in runs(levels_in_order):
-        _, r = models.y(lev)
-        np.clip(out[s:e], -r, r, out=out[s:e])
+        np.clip(out[s:e], *models.y_support(lev), out=out[s:e])
     return out
 
 
 def encode_y(symbols: np.ndarray, levels_in_order: np.ndarray, models: Models) -> bytes:
-    """symbols: clamped int (n,) in coding order; levels_in_order: scale index of each."""
+    """symbols: clamped int (n,) in coding order; levels_in_order: scale index of each (REFINE
+    for a refinement bit)."""
     enc = _Encoder()
     for s, e, lev in runs(levels_in_order):
         model, r = models.y(lev)

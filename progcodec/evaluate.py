@@ -133,10 +133,10 @@ def describe_device(device: str) -> str:
 
 
 # ---- measuring -------------------------------------------------------------------------------
-def measure_ours(orig: Original, loaded, device: str) -> dict:
+def measure_ours(orig: Original, loaded, device: str, refine: float | None = None) -> dict:
     """One encode, decodes at every ladder step the file reaches and of the whole file."""
     t0 = time.perf_counter()
-    data = codec.encode(orig.rgb, model=loaded, device=device)
+    data = codec.encode(orig.rgb, model=loaded, device=device, refine=refine)
     t_enc = time.perf_counter() - t0
     min_len = len(codec.truncate(data, quality=0))  # the smallest decodable prefix
     points = []
@@ -148,7 +148,8 @@ def measure_ours(orig: Original, loaded, device: str) -> dict:
         p, m = orig.score(np.asarray(d.image))
         points.append({"setting": label, "bytes": d.bytes_used, "bpp": 8 * d.bytes_used / orig.pixels,
                        "psnr": p, "ms_ssim": m, "encoding_time": t_enc, "decoding_time": t_dec,
-                       "elements_decoded": d.elements_decoded, "elements_total": d.elements_total})
+                       "elements_decoded": d.elements_decoded, "elements_total": d.elements_total,
+                       "refinements_decoded": d.refinements_decoded})
     return {"bytes": len(data), "min_bytes": min_len, "encode_s": t_enc,
             "decode_s": points[-1]["decoding_time"], "points": points}
 
@@ -252,7 +253,7 @@ class EvalResult:
 
 
 def run(dataset: Path, *, model=None, device: str = "auto", against=(), anchors: Path | None = None,
-        reference: str | None = None, limit: int = 0, command: str = "",
+        reference: str | None = None, limit: int = 0, command: str = "", refine: float | None = None,
         on_image: Callable[[str], None] | None = None,
         note: Callable[[str], None] | None = None) -> EvalResult:
     """Measure everything; no files written (see write_outputs)."""
@@ -291,7 +292,7 @@ def run(dataset: Path, *, model=None, device: str = "auto", against=(), anchors:
         except (OSError, codec.CodecError) as e:
             raise EvalError(f"{f}: {e}") from None
         orig = Original(rgb)
-        rec = measure_ours(orig, loaded, device)
+        rec = measure_ours(orig, loaded, device, refine)
         ours.append({"file": f.name, "width": orig.width, "height": orig.height, **rec})
         for name in list(theirs):
             try:

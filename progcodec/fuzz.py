@@ -73,7 +73,7 @@ def _fields(data: bytes) -> tuple[int, int] | None:
     """(offset of the fixed fields, header size) when the name length byte is plausible."""
     if len(data) < 7 or not 1 <= data[6] <= container.MAX_NAME:
         return None
-    return 15 + data[6], 37 + data[6]
+    return 15 + data[6], container.header_size(data[4], data[6])
 
 
 def _recrc_header(d: bytearray) -> None:
@@ -131,7 +131,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, list[str]]:
             f = _fields(d)
             if f is None or len(d) < f[1]:
                 continue
-            field = int(rng.integers(0, 8))
+            field = int(rng.integers(0, 9))
             value = int(rng.choice(EXTREMES)) if rng.random() < 0.8 else int(rng.integers(0, 1 << 32))
             if field < 4:  # width, height, z_len, y_len
                 struct.pack_into(">I", d, f[0] + 4 * field, value)
@@ -143,6 +143,12 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, list[str]]:
                 off = f[0] + 4 * int(rng.integers(0, 2))
                 (v,) = struct.unpack_from(">I", d, off)
                 struct.pack_into(">I", d, off, min(0xFFFFFFFF, max(0, v + int(rng.integers(-70, 71)))))
+            elif field == 8:  # version 3: the refinement count, extreme or a small change
+                if d[4] != container.VERSION_REFINED:
+                    continue
+                (v,) = struct.unpack_from(">I", d, f[0] + 18)
+                v = value if rng.random() < 0.5 else min(0xFFFFFFFF, max(0, v + int(rng.integers(-9, 10))))
+                struct.pack_into(">I", d, f[0] + 18, v)
             else:  # a legitimate-looking length change
                 off = f[0] + 8 + 4 * int(rng.integers(0, 2))
                 (v,) = struct.unpack_from(">I", d, off)

@@ -1,0 +1,154 @@
+"""The refinement pass of format version 3 (docs/format.md 5.1): one bit per element, for the
+first elements in coding order, after every base symbol."""
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import progcodec
+from progcodec import codec, container
+from progcodec.codec import psnr
+from progcodec.weights import LoadedModel
+from PIL import Image
+
+from conftest import smooth_image
+from test_cli import TINY, assert_clean_error, run
+
+
+@pytest.fixture(scope="module")
+def ordered(tiny):
+    """The tiny model with a random coding-order priority table: it writes versions 2 and 3."""
+    m = copy.deepcopy(tiny.model)
+    c = m.config
+    rank = np.random.default_rng(5).permutation(c.M * c.levels).reshape(c.M, c.levels)
+    m.tables.register_buffer("order_rank", torch.from_numpy(rank.astype(np.int32)))
+    return LoadedModel("tiny-ordered", b"ordered!", m)
+
+
+@torch.no_grad()
+def _latent(data, model):
+    return codec._decode_latent(data, codec.runtime(model, "cpu"), strict=False)
+
+
+@torch.no_grad()
+def _encoder_view(img, model):
+    """What the encoder sees (codec.encoder_symbols): clamped symbols and residuals y - mu in
+    coding order, mu, and the order."""
+    from progcodec import entropy
+    rt = codec.runtime(model, "cpu")
+    y = codec._analysis(rt, img)
+    z, levels, symbols, residual = codec.encoder_symbols(rt, y)
+    mu, idx = rt.hyper(torch.from_numpy(z)[None])
+    order = codec.coding_order(idx, rt.levels, rt.order_rank)
+    return entropy.clamp_y_symbols(symbols, levels, rt.models), residual, mu, order
+
+
+def test_version_and_count_follow_refine(ordered):
+    img = smooth_image(96, 128)
+    n = 16 * 2 * 2 * ordered.model.config.M  # hz = wz = 2 for 96x128
+    for refine, version in ((0.0, 2), (0.3, 3), (1.0, 3)):
+        h = container.parse_header(progcodec.encode(img, model=ordered, refine=refine))
+        assert (h.version, h.refined) == (version, codec.refine_count(n, refine))
+    assert container.parse_header(progcodec.encode(img, model=ordered)).refined == \
+        codec.refine_count(n, codec.DEFAULT_REFINE)
+
+
+def test_refined_elements_land_in_the_right_half(ordered):
+    """Complete file: every refined element is its base value -/+ 1/4, on the side of the
+    encoder's residual, so it is at most 1/4 from it; the others keep the base value."""
+    img = smooth_image(96, 128, seed=2)
+    base = _latent(progcodec.encode(img, model=ordered, refine=0), ordered)
+    full = _latent(progcodec.encode(img, model=ordered, refine=0.5), ordered)
+    symbols, residual, mu, order = _encoder_view(img, ordered)
+    k = codec.refine_count(len(order), 0.5)
+    assert full.refined == k and base.refined == 0 and full.decoded == base.decoded == len(order)
+    step = (full.y_hat.double() - base.y_hat.double()).flatten()[order]
+    assert torch.equal(step[k:], torch.zeros_like(step[k:]))
+    # y_hat is float32: mu + s -/+ 1/4 and mu + s each round once
+    assert torch.allclose(step[:k].abs(), torch.full_like(step[:k], 0.25), atol=1e-5)
+    got = full.y_hat.double().flatten()[order][:k] - mu.double()[order][:k]
+    want_side = torch.from_numpy(residual[:k] - symbols[:k] >= 0)
+    assert torch.equal(got > torch.from_numpy(symbols[:k]).double(), want_side)
+    unclamped = torch.from_numpy(np.abs(residual[:k] - symbols[:k]) <= 0.5)
+    err = (got - torch.from_numpy(residual[:k])).abs()
+    assert float(err[unclamped].max()) <= 0.25 + 1e-5
+
+
+def test_every_cut_into_the_refinement_decodes_a_prefix_of_it(ordered):
+    """Cuts from the end of the base symbols to the end of the file: each decodes every base
+    element, a number of refinement bits that never falls, and those bits equal the full
+    file's."""
+    img = smooth_image(192, 256, seed=4)
+    data = progcodec.encode(img, model=ordered, refine=1.0)
+    h = container.parse_header(data)
+    full = _latent(data, ordered)
+    assert full.refined == h.refined > 0
+    rng = np.random.default_rng(1)
+    cuts = sorted(set(rng.integers(h.min_length, len(data) + 1, 60).tolist()) | {len(data) - 1})
+    order = _encoder_view(img, ordered)[3]
+    prev_total = -1
+    for n in cuts:
+        lat = _latent(data[:n], ordered)
+        total = lat.decoded + lat.refined
+        assert total >= prev_total, n
+        prev_total = total
+        assert lat.refined == 0 or lat.decoded == lat.total, "refinement only after every base symbol"
+        if lat.refined:
+            flat, ref = lat.y_hat.flatten(), full.y_hat.flatten()
+            assert torch.equal(flat[order[:lat.refined]], ref[order[:lat.refined]]), n
+    assert _latent(data[:-5], ordered).refined < h.refined
+
+
+def test_refinement_raises_quality_of_the_shipped_model(photo):
+    """On a real photo the refined whole file beats the unrefined one, and costs more bytes."""
+    plain = progcodec.encode(photo, refine=0)
+    refined = progcodec.encode(photo, refine=0.5)
+    assert len(refined) > len(plain)
+    p0 = psnr(np.asarray(progcodec.decode(plain)), photo)
+    p1 = psnr(np.asarray(progcodec.decode(refined)), photo)
+    assert p1 > p0 + 0.3, (p0, p1)
+
+
+def test_refine_is_checked(tiny, ordered):
+    img = smooth_image(32, 32)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(progcodec.CodecError, match="refine must be in"):
+            progcodec.encode(img, model=ordered, refine=bad)
+    with pytest.raises(progcodec.CodecError, match="no order table"):
+        progcodec.encode(img, model=tiny, refine=0.5)
+    assert container.parse_header(progcodec.encode(img, model=tiny)).version == 1
+
+
+def test_header_bounds_the_refinement_count(ordered):
+    data = bytearray(progcodec.encode(smooth_image(64, 64), model=ordered, refine=0.5))
+    h = container.parse_header(bytes(data))
+    c = ordered.model.config
+    n = 16 * c.M  # one z position: 16 y positions per channel
+    assert container.parse_header(bytes(data), c.N, c.M).refined == codec.refine_count(n, 0.5)
+    bad = container.Header(h.model_name, h.model_digest, h.width, h.height, h.z_len, h.y_len,
+                           h.y_block, h.version, refined=n + 1).pack()
+    with pytest.raises(container.FormatError, match="refinement symbols"):
+        container.parse_header(bad + bytes(data[h.size:]), c.N, c.M)
+    with pytest.raises(ValueError):
+        container.Header("m", bytes(8), 1, 1, 0, 0, version=2, refined=1).pack()
+
+
+def test_cli_refine_option(tmp_path):
+    """--refine reaches the file (info shows version and count), a bad value is a usage error,
+    and a refine on a model without an order table is a one-line error."""
+    png = tmp_path / "img.png"
+    Image.fromarray(smooth_image(64, 64)).save(png)
+    for refine, version in (("0", 2), ("0.5", 3)):
+        out = tmp_path / f"r{refine}.pic"
+        r = run("encode", png, "-o", out, "--refine", refine)
+        assert r.returncode == 0, r.stderr.decode()
+        rec = json.loads(run("info", out, "--json").stdout)
+        assert rec["format_version"] == version
+        assert (rec["refinements_total"] > 0) == (version == 3)
+        assert rec["refinements_decodable"] == rec["refinements_total"]
+    r = run("encode", png, "-o", tmp_path / "bad.pic", "--refine", "1.5")
+    assert r.returncode == 2 and not (tmp_path / "bad.pic").exists()
+    assert_clean_error(run("encode", png, "-o", tmp_path / "t.pic", "--refine", "0.5", "--model", TINY),
+                       "no order table")
