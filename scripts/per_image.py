@@ -16,7 +16,7 @@ from progcodec import ablation, codec, entropy
 
 def clamped_symbols(rt, rgb: np.ndarray) -> tuple[int, int]:
     """(count, largest excess) of y symbols outside their table's support, as the encoder sees them."""
-    _, levels, sym = codec.encoder_symbols(rt, codec._analysis(rt, rgb))
+    _, levels, sym, _ = codec.encoder_symbols(rt, codec._analysis(rt, rgb))
     excess = np.abs(sym - entropy.clamp_y_symbols(sym, levels, rt.models))
     return int((excess > 0).sum()), int(excess.max())
 
