@@ -1,5 +1,7 @@
 """Mean cost of the part of a .pic every prefix needs (header + z stream), per model, over a
-folder: the lowest rate a model can decode at.
+folder: the lowest rate a model can decode at. Files are encoded without refinement bits
+(`refine=0`, format version 1 or 2), so "whole file" is the whole latent, as in the figures
+recorded before format version 3.
 
     python scripts/z_cost.py ../shared/data/kodak progcodec-v1 runs/abl-scale/checkpoint.pt
 """
@@ -26,7 +28,7 @@ def main():
         rgb = np.asarray(Image.open(f).convert("RGB"))
         px = rgb.shape[0] * rgb.shape[1]
         for m, b, w in zip(loaded, base, whole):
-            data = progcodec.encode(rgb, model=m)
+            data = progcodec.encode(rgb, model=m, refine=0)  # the base file, as before version 3
             b.append(8 * container.parse_header(data).min_length / px)
             w.append(8 * len(data) / px)
     print("| model | mean header+z bpp | max | whole file bpp |")
