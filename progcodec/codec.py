@@ -341,7 +341,7 @@ def _decode_latent(data: bytes, rt: _Runtime, strict: bool, **prefix) -> _Latent
     base, refined = min(k, n), max(k - n, 0)
     y_hat = mu.clone()
     y_hat[order[:base]] += torch.from_numpy(symbols[:base]).to(rt.device, torch.float64)
-    if refined:  # exact in float64: the base values are integers plus mu, the steps +-1/4
+    if refined:  # float64 additions, like the base symbols': they move the reconstruction only
         halves = torch.from_numpy(symbols[n:n + refined] * 2 - 1).to(rt.device, torch.float64)
         y_hat[order[:refined]] += REFINE_STEP * halves
     y_hat = y_hat.view(1, rt.y_channels, 4 * hz, 4 * wz).float()
