@@ -88,9 +88,10 @@ def test_every_cut_into_the_refinement_decodes_a_prefix_of_it(ordered):
     rng = np.random.default_rng(1)
     cuts = sorted(set(rng.integers(h.min_length, len(data) + 1, 60).tolist()) | {len(data) - 1})
     order = _encoder_view(img, ordered)[3]
-    prev_total = -1
+    prev_total, partial = -1, 0
     for n in cuts:
         lat = _latent(data[:n], ordered)
+        partial += 0 < lat.refined < h.refined
         total = lat.decoded + lat.refined
         assert total >= prev_total, n
         prev_total = total
@@ -98,6 +99,7 @@ def test_every_cut_into_the_refinement_decodes_a_prefix_of_it(ordered):
         if lat.refined:
             flat, ref = lat.y_hat.flatten(), full.y_hat.flatten()
             assert torch.equal(flat[order[:lat.refined]], ref[order[:lat.refined]]), n
+    assert partial >= 10, "too few cuts fell inside the refinement bits"
     assert _latent(data[:-5], ordered).refined < h.refined
 
 
