@@ -33,20 +33,20 @@ S = 8  # centroid offsets for |s| <= S
 
 @torch.no_grad()
 def latent(rt, rgb):
-    """residual y - mu (float64, flat), clamped symbols, scale index, mu, order, latent shape."""
+    """residual y - mu (float64, flat), clamped symbols, scale index, mu, order, latent shape:
+    what codec.encoder_symbols codes, back in flat-position order."""
     h, w = rgb.shape[:2]
     hp, wp = codec._padded_size(h, w)
     shape = (1, rt.y_channels, hp // 16, wp // 16)
-    y = codec._analysis(rt, rgb)
-    z = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].numpy(), rt.models)
+    z, levels_in_order, symbols, residual = codec.encoder_symbols(rt, codec._analysis(rt, rgb))
     mu, idx = rt.hyper(torch.from_numpy(z)[None])
     order = codec.coding_order(idx, rt.levels, rt.order_rank)
-    r = (y.reshape(-1) - mu).numpy()
-    levels = idx.numpy()
-    s = np.empty_like(r, dtype=np.int64)
-    s[order.numpy()] = entropy.clamp_y_symbols(np.round(r[order.numpy()]).astype(np.int64),
-                                               levels[order.numpy()], rt.models)
-    return r, s, levels, mu, order, shape
+    o = order.numpy()
+    r = np.empty_like(residual)
+    s = np.empty_like(symbols)
+    r[o] = residual
+    s[o] = entropy.clamp_y_symbols(symbols, levels_in_order, rt.models)
+    return r, s, idx.numpy(), mu, order, shape
 
 
 def image_psnr(rt, rgb, mu, offset, shape):

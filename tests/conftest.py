@@ -1,11 +1,15 @@
 from pathlib import Path
 
+import copy
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from progcodec import codec
 from progcodec.fuzz import structured_image
-from progcodec.weights import load_model
+from progcodec.weights import LoadedModel, load_model
 
 DATA = Path(__file__).parent / "data"
 
@@ -24,3 +28,19 @@ def photo() -> np.ndarray:
 
 # a deterministic image with structure (gradients, a disc, noise): the fuzzer's seed image
 smooth_image = structured_image
+
+
+def with_random_order_table(loaded: LoadedModel, seed: int) -> LoadedModel:
+    """A copy of a model with a random coding-order priority table (ordering.py): it writes
+    format versions 2 and 3 instead of 1."""
+    m = copy.deepcopy(loaded.model)
+    c = m.config
+    rank = np.random.default_rng(seed).permutation(c.M * c.levels).reshape(c.M, c.levels)
+    m.tables.register_buffer("order_rank", torch.from_numpy(rank.astype(np.int32)))
+    return LoadedModel("tiny-ordered", b"ordered!", m)
+
+
+@torch.no_grad()
+def decode_latent(data: bytes, model):
+    """The decoder's latent for a (prefix of a) file, before synthesis (codec._Latent)."""
+    return codec._decode_latent(data, codec.runtime(model, "cpu"), strict=False)

@@ -1,6 +1,5 @@
 """The refinement pass of format version 3 (docs/format.md 5.1): one bit per element, for the
 first elements in coding order, after every base symbol."""
-import copy
 import json
 
 import numpy as np
@@ -8,35 +7,23 @@ import pytest
 import torch
 
 import progcodec
-from progcodec import codec, container
+from progcodec import codec, container, entropy
 from progcodec.codec import psnr
-from progcodec.weights import LoadedModel
 from PIL import Image
 
-from conftest import smooth_image
+from conftest import decode_latent as _latent, smooth_image, with_random_order_table
 from test_cli import TINY, assert_clean_error, run
 
 
 @pytest.fixture(scope="module")
 def ordered(tiny):
-    """The tiny model with a random coding-order priority table: it writes versions 2 and 3."""
-    m = copy.deepcopy(tiny.model)
-    c = m.config
-    rank = np.random.default_rng(5).permutation(c.M * c.levels).reshape(c.M, c.levels)
-    m.tables.register_buffer("order_rank", torch.from_numpy(rank.astype(np.int32)))
-    return LoadedModel("tiny-ordered", b"ordered!", m)
-
-
-@torch.no_grad()
-def _latent(data, model):
-    return codec._decode_latent(data, codec.runtime(model, "cpu"), strict=False)
+    return with_random_order_table(tiny, seed=5)
 
 
 @torch.no_grad()
 def _encoder_view(img, model):
     """What the encoder sees (codec.encoder_symbols): clamped symbols and residuals y - mu in
     coding order, mu, and the order."""
-    from progcodec import entropy
     rt = codec.runtime(model, "cpu")
     y = codec._analysis(rt, img)
     z, levels, symbols, residual = codec.encoder_symbols(rt, y)

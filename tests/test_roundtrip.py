@@ -7,7 +7,7 @@ import progcodec
 from progcodec import codec, container
 from progcodec.codec import psnr
 
-from conftest import smooth_image
+from conftest import decode_latent as _latent, smooth_image, with_random_order_table
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (17, 3), (64, 64), (70, 130)])
@@ -29,20 +29,9 @@ def test_api_accepts_pil_and_array(tiny):
         progcodec.encode(np.zeros((4, 4), np.uint8), model=tiny)
 
 
-def _latent(data, model):
-    return codec._decode_latent(data, codec.runtime(model, "cpu"), strict=False)
-
-
 @pytest.fixture(scope="module")
 def tiny_ordered(tiny):
-    """The tiny model with a random coding-order priority table (ordering.py)."""
-    import copy
-    from progcodec.weights import LoadedModel
-    m = copy.deepcopy(tiny.model)
-    c = m.config
-    rank = np.random.default_rng(3).permutation(c.M * c.levels).reshape(c.M, c.levels)
-    m.tables.register_buffer("order_rank", torch.from_numpy(rank.astype(np.int32)))
-    return LoadedModel("tiny-ordered", b"ordered!", m)
+    return with_random_order_table(tiny, seed=3)
 
 
 @pytest.mark.parametrize("which", ["scale order", "table order"])
