@@ -138,6 +138,11 @@ def _check_one_prefix(quality, nbytes, bpp) -> None:
 _model_option = click.option(
     "--model", "-m", default=DEFAULT_MODEL, show_default=True,
     help="Shipped model name, or path to a .safetensors weight file.")
+# Reading commands: a file names the model it was encoded with, so by default that one decodes it.
+_read_model_option = click.option(
+    "--model", "-m", default=None,
+    help="Shipped model name, or path to a .safetensors weight file. Default: the shipped model "
+         "named in the file's header.")
 _device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where the networks run; auto picks CUDA when available. Files are identical either way.")
@@ -245,7 +250,7 @@ def encode(inputs, output, quality, nbytes, bpp, refine, model, device, quiet, a
               help="Output image (format from its suffix: .png, .ppm, .bmp, .tif ...), or '-' for "
                    "PNG on stdout. Default: the input path with suffix .decoded.png.")
 @_prefix_options
-@_model_option
+@_read_model_option
 @_device_option
 @click.option("--strict", is_flag=True,
               help="Fail on a block that fails its checksum instead of decoding the intact prefix.")
@@ -314,7 +319,7 @@ def truncate(input, output, quality, nbytes, bpp):
 
 @main.command()
 @click.argument("input")
-@_model_option
+@_read_model_option
 @click.option("--json", "as_json", is_flag=True, help="Print the fields as one JSON object.")
 def info(input, model, as_json):
     """Describe a .pic file: format, model, image size, bytes, bpp, y elements decodable."""
@@ -420,7 +425,7 @@ def eval_(dataset, out_dir, against, anchors, reference, limit, refine, model, d
                    "Default: 6 prefixes from the minimum decodable one to the whole file, equal "
                    "ratios of bytes apart.")
 @click.option("--original", default=None, help="The original image: adds PSNR-RGB to the labels.")
-@_model_option
+@_read_model_option
 @_device_option
 def ladder(input, output, cuts, original, model, device):
     """Picture of one .pic file decoded at several prefixes side by side, each labelled with

@@ -22,7 +22,7 @@ from . import container, entropy, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .model import STRIDE, coding_order
-from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model
+from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
 class CodecError(Exception):
@@ -70,6 +70,14 @@ class _Runtime:
 
 
 _runtimes: dict[tuple, _Runtime] = {}
+
+
+def runtime_for_file(data: bytes, model: str | LoadedModel | None, device: str) -> _Runtime:
+    """The runtime that decodes `data`: `model` when given, else the shipped model the file's
+    header names, so files of earlier default models still decode after the default changes."""
+    if model is None:
+        model = load_shipped_model(container.parse_header(data).model_name)
+    return runtime(model, device)
 
 
 def runtime(model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto") -> _Runtime:
@@ -350,10 +358,11 @@ def _decode_latent(data: bytes, rt: _Runtime, strict: bool, **prefix) -> _Latent
 
 @torch.no_grad()
 def decode_detailed(data: bytes, *, quality=None, nbytes=None, bpp=None,
-                    model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto",
+                    model: str | LoadedModel | None = None, device: str = "auto",
                     strict: bool = False) -> Decoded:
-    """Decode with a report: bytes used, y elements decoded out of all, warnings."""
-    rt = runtime(model, device)
+    """Decode with a report: bytes used, y elements decoded out of all, warnings. model=None:
+    the shipped model named in the file."""
+    rt = runtime_for_file(data, model, device)
     lat = _decode_latent(data, rt, strict, quality=quality, nbytes=nbytes, bpp=bpp)
     rgb = _synthesis(rt, lat.y_hat, lat.header.height, lat.header.width)
     return Decoded(Image.fromarray(rgb, "RGB"), lat.bytes_used, lat.decoded, lat.total, lat.warnings,
@@ -374,7 +383,7 @@ def truncate(data: bytes, *, quality=None, nbytes=None, bpp=None) -> bytes:
 
 
 @torch.no_grad()
-def info(data: bytes, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "cpu") -> dict:
+def info(data: bytes, *, model: str | LoadedModel | None = None, device: str = "cpu") -> dict:
     """What a file holds, and how many y elements this prefix decodes."""
     h = container.parse_header(data)
     out = {"format_version": h.version, "model": h.model_name, "model_digest": h.model_digest.hex(),
@@ -382,7 +391,7 @@ def info(data: bytes, *, model: str | LoadedModel = DEFAULT_MODEL, device: str =
            "complete_file_bytes": h.full_length, "bpp": 8 * len(data) / (h.width * h.height),
            "min_decodable_bytes": h.min_length, "refinements_total": h.refined}
     try:
-        rt = runtime(model, device)
+        rt = runtime_for_file(data, model, device)
     except WeightsError as e:  # the header fields need no model; element counts do
         out.update(elements_total=None, elements_decodable=None, refinements_decodable=None,
                    warnings=[str(e)])

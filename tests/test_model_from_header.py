@@ -1,0 +1,59 @@
+"""Decoding picks the model a file names: files written by an earlier default model still decode
+after the default changes, and a forged name is never taken as a path."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import progcodec
+from progcodec import codec, container
+from progcodec.weights import DEFAULT_MODEL, find_model_file
+
+OLD_MODEL = "progcodec-v9"  # an earlier default model, kept in models/ so that its files decode
+
+
+def _small_photo():
+    return Image.open("tests/data/kodim23_crop.png").convert("RGB").crop((0, 0, 96, 64))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "progcodec", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def old_file():
+    find_model_file(OLD_MODEL)
+    assert OLD_MODEL != DEFAULT_MODEL  # otherwise this file proves nothing
+    return progcodec.encode(_small_photo(), model=OLD_MODEL)
+
+
+def test_file_of_an_earlier_model_decodes_without_model_option(old_file, tmp_path):
+    explicit = np.asarray(codec.decode(old_file, model=OLD_MODEL))
+    assert np.array_equal(np.asarray(codec.decode(old_file)), explicit)
+    assert codec.info(old_file)["elements_decodable"] > 0
+    pic, png = tmp_path / "old.pic", tmp_path / "old.png"
+    pic.write_bytes(old_file)
+    r = _cli("decode", str(pic), "-o", str(png), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(png).convert("RGB")), explicit)
+    # an explicit model still wins, and a mismatch is the one-line refusal
+    r = _cli("decode", str(pic), "-o", str(tmp_path / "x.png"), "-m", DEFAULT_MODEL)
+    assert r.returncode == 1 and "was encoded with model progcodec-v9" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["../models/progcodec-v9", "/etc/passwd", "x.safetensors",
+                                  "no-such-model"])
+def test_forged_model_name_is_refused_in_one_line(old_file, tmp_path, name):
+    h = container.parse_header(old_file)
+    forged = container.Header(name, h.model_digest, h.width, h.height, h.z_len, h.y_len, h.y_block,
+                              h.version, refined=h.refined).pack() + old_file[h.size:]
+    pic = tmp_path / "forged.pic"
+    pic.write_bytes(forged)
+    out = tmp_path / "forged.png"
+    r = _cli("decode", str(pic), "-o", str(out))
+    assert r.returncode == 1 and not out.exists()
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert name in r.stderr
