@@ -72,12 +72,11 @@ class _Runtime:
 _runtimes: dict[tuple, _Runtime] = {}
 
 
-def runtime_for_file(data: bytes, model: str | LoadedModel | None, device: str) -> _Runtime:
-    """The runtime that decodes `data`: `model` when given, else the shipped model the file's
-    header names, so files of earlier default models still decode after the default changes."""
-    if model is None:
-        model = load_shipped_model(container.parse_header(data).model_name)
-    return runtime(model, device)
+def runtime_for_file(name_in_file: str, model: str | LoadedModel | None, device: str) -> _Runtime:
+    """The runtime that decodes a file whose header names model `name_in_file`: `model` when
+    given, else that shipped model, so files of earlier default models still decode after the
+    default changes."""
+    return runtime(load_shipped_model(name_in_file) if model is None else model, device)
 
 
 def runtime(model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto") -> _Runtime:
@@ -362,7 +361,7 @@ def decode_detailed(data: bytes, *, quality=None, nbytes=None, bpp=None,
                     strict: bool = False) -> Decoded:
     """Decode with a report: bytes used, y elements decoded out of all, warnings. model=None:
     the shipped model named in the file."""
-    rt = runtime_for_file(data, model, device)
+    rt = runtime_for_file(container.parse_header(data).model_name, model, device)
     lat = _decode_latent(data, rt, strict, quality=quality, nbytes=nbytes, bpp=bpp)
     rgb = _synthesis(rt, lat.y_hat, lat.header.height, lat.header.width)
     return Decoded(Image.fromarray(rgb, "RGB"), lat.bytes_used, lat.decoded, lat.total, lat.warnings,
@@ -391,7 +390,7 @@ def info(data: bytes, *, model: str | LoadedModel | None = None, device: str = "
            "complete_file_bytes": h.full_length, "bpp": 8 * len(data) / (h.width * h.height),
            "min_decodable_bytes": h.min_length, "refinements_total": h.refined}
     try:
-        rt = runtime_for_file(data, model, device)
+        rt = runtime_for_file(h.model_name, model, device)
     except WeightsError as e:  # the header fields need no model; element counts do
         out.update(elements_total=None, elements_decodable=None, refinements_decodable=None,
                    warnings=[str(e)])

@@ -60,10 +60,9 @@ def ladder(data: bytes, cuts: list[int] | None = None, original=None, *, model=N
     min_len = len(codec.truncate(data, quality=0))
     cuts = cuts or default_cuts(min_len, len(data))
     ref = codec.to_rgb_array(original) if original is not None else None
-    opts = {"device": device} if model is None else {"model": model, "device": device}
     tiles = []
     for n in cuts:
-        d = codec.decode_detailed(data, nbytes=min(n, len(data)), **opts)
+        d = codec.decode_detailed(data, nbytes=min(n, len(data)), model=model, device=device)
         tiles.append(d)
     w, h = tiles[0].image.size
     if ref is not None and ref.shape[:2] != (h, w):

@@ -111,7 +111,7 @@ _cache: dict[str, LoadedModel] = {}
 def load_shipped_model(name: str) -> LoadedModel:
     """Load a shipped model by a name read from a file header (untrusted): a plain name only,
     never a path, so a forged header cannot make the decoder read an arbitrary file."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or name.endswith(".safetensors"):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or name.endswith(".safetensors"):
         raise WeightsError(f"the file names model {name!r}, which is not a shipped model name")
     return load_model(name)
 

@@ -1,6 +1,5 @@
-from pathlib import Path
-
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
