@@ -156,6 +156,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--keep-every", type=int, default=0,
+                    help="also keep the weights every N steps as step{N}.pt (for learning curves)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", type=Path,
                     help="start from these weights (a checkpoint.pt, or a shipped .safetensors "
@@ -281,6 +283,9 @@ def main(argv=None) -> int:
                   f"{acc['n'] / dt:.2f} steps/s", file=log)
             acc = dict.fromkeys(acc, 0) | {"loss": 0.0}
             t_log = time.time()
+        if args.keep_every and step % args.keep_every == 0:
+            save_atomic({"model": model.state_dict(), "step": step, "config": config.to_dict()},
+                        args.out / f"step{step:06d}.pt")
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             checkpoint()
             last_ckpt = time.time()

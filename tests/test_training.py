@@ -25,10 +25,19 @@ def test_train_resume_export_roundtrip(tmp_path):
     cfg = json.dumps({"N": 8, "M": 12, "H": 8})
     common = [str(data), "--out", str(tmp_path / "run"), "--batch", "2", "--patch", "64",
               "--log-every", "1", "--warmup", "1", "--config", cfg]
-    assert train.main(common + ["--steps", "2"]) == 0
-    assert train.main(common + ["--steps", "4"]) == 0  # resumes at step 2
+    assert train.main(common + ["--steps", "2", "--keep-every", "2"]) == 0
+    assert train.main(common + ["--steps", "4", "--keep-every", "2"]) == 0  # resumes at step 2
     log = (tmp_path / "run" / "train.log").read_text()
     assert "resumed from" in log and "step 4 " in log and "step 3 " in log
+    # --keep-every leaves the weights of steps 2 and 4; the last are the final checkpoint's
+    kept = sorted(p.name for p in (tmp_path / "run").glob("step*.pt"))
+    assert kept == ["step000002.pt", "step000004.pt"]
+    snap = torch.load(tmp_path / "run" / "step000004.pt", weights_only=False)
+    final = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert snap["step"] == final["step"] == 4
+    assert all(torch.equal(snap["model"][k], final["model"][k]) for k in final["model"])
+    early = torch.load(tmp_path / "run" / "step000002.pt", weights_only=False)["model"]
+    assert not all(torch.equal(early[k], final["model"][k]) for k in final["model"])
     assert "5 training images (1 held out)" in log
 
     from progcodec.export import main as export_main
