@@ -14,6 +14,11 @@ the real range coder is within 0.2% of that, DESIGN.md 4) plus the real header a
 CRC-block overhead; a prefix of k elements in the given order is reconstructed with the other
 elements set to their predicted mean. Prints mean bpp / PSNR-RGB per target and the BD-rate of
 every curve against the first one.
+
+`--reuse FILE` adds the curves of an earlier run's --json (measured on the same images) without
+measuring them again, so curves from several runs can share one table and one BD reference:
+
+    python -m progcodec.ablation ../shared/data/kodak --reuse runs/a.json --reuse runs/b.json
 """
 from __future__ import annotations
 
@@ -63,6 +68,14 @@ def against_curve(curve, names: list[str]) -> tuple[str, tuple]:
     return f"{curve.name} (same {len(names)} images)", tuple(zip(*pts))
 
 
+def checkpoint_label(path: Path) -> str:
+    """runs/abl-scale/checkpoint.pt -> abl-scale; a kept snapshot runs/abl-scale/step004000.pt ->
+    abl-scale@4000, so the snapshots of one run stay apart in a table."""
+    run = path.parent.name or "checkpoint"
+    step = path.stem[4:] if path.stem.startswith("step") else ""
+    return f"{run}@{int(step)}" if step.isdigit() else run
+
+
 def load_any(path_or_name: str) -> LoadedModel:
     """A weight file / model name, or a training checkpoint converted in memory."""
     if path_or_name.endswith(".pt"):
@@ -70,7 +83,7 @@ def load_any(path_or_name: str) -> LoadedModel:
         state = torch.load(path_or_name, map_location="cpu", weights_only=False)
         trained = ProgressiveModel(ModelConfig(**state["config"]))
         trained.load_state_dict(state["model"])
-        return LoadedModel(Path(path_or_name).parent.name or "checkpoint", b"ablation",
+        return LoadedModel(checkpoint_label(Path(path_or_name)), b"ablation",
                            runtime_model_from_trained(trained), Path(path_or_name))
     return load_model(path_or_name)
 
@@ -119,6 +132,23 @@ def measure_image(rgb: np.ndarray, loaded: LoadedModel, order_kind: str,
     return results
 
 
+def reused_curves(path: Path, names: list[str], taken: set[str]) -> dict[str, list]:
+    """The curves of an earlier `--json`, checked to be of the same images (by name where the
+    file lists them, older files by count) and not to repeat a label already in the table."""
+    try:
+        saved = json.loads(Path(path).read_text())
+        curves = {str(k): [tuple(map(float, p)) for p in v] for k, v in saved["curves"].items()}
+        count = int(saved["images"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not an ablation --json file ({e})") from None
+    if "files" in saved and list(saved["files"]) != names or count != len(names):
+        raise ValueError(f"{path}: measured on other images ({count}) than these ({len(names)})")
+    for label in curves:
+        if label in taken:
+            raise ValueError(f"{path}: curve {label!r} is already in the table")
+    return curves
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images", type=Path, help="folder of images")
@@ -131,9 +161,12 @@ def main(argv=None) -> int:
                     help="also give every curve's BD-rate against this CompressAI result file "
                          "(e.g. the jpeg2000.json that `progcodec eval` writes)")
     ap.add_argument("--json", type=Path, help="write the curves here")
+    ap.add_argument("--reuse", type=Path, action="append", default=[], metavar="FILE",
+                    help="add the curves of an earlier --json of the same images, first, "
+                         "without measuring them again (repeatable)")
     args = ap.parse_intermixed_args(argv)  # flags may come before the specs
 
-    if not args.specs:
+    if not args.specs and not args.reuse:
         has_table = load_model(DEFAULT_MODEL).model.tables.order_rank is not None
         args.specs = [f"{o}:{DEFAULT_MODEL}" for o in ORDERS if has_table or o != "table"]
     specs = args.specs
@@ -160,6 +193,11 @@ def main(argv=None) -> int:
             ap.error(str(e))
 
     curves = {}
+    for path in args.reuse:
+        try:
+            curves.update(reused_curves(path, [f.name for f in files], set(curves)))
+        except ValueError as e:
+            ap.error(str(e))
     for label, kind, loaded in runs:
         per_target: dict[float, list[dict]] = {}
         whole = []
@@ -206,7 +244,8 @@ def main(argv=None) -> int:
             except BDError as e:
                 print(f"- {label}: not computed ({e})")
     if args.json:
-        args.json.write_text(json.dumps({"images": len(files), "reference": ref, "curves": curves,
+        args.json.write_text(json.dumps({"images": len(files), "files": [f.name for f in files],
+                                         "reference": ref, "curves": curves,
                                          "bd_rate_percent": bd, "against": str(args.against or ""),
                                          "bd_rate_against_percent": bd_against}, indent=1))
     return 0

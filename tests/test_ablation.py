@@ -46,3 +46,40 @@ def test_against_curve_reaverages_eval_files_over_the_same_images(tmp_path):
     assert (bpp, psnr) == ((0.1, 0.2), (20.0, 24.0))
     name, (bpp, psnr) = ablation.against_curve(curve, ["c.png"])      # not in the file: whole
     assert (bpp, psnr) == ((0.2, 0.9), (25.0, 33.0)) and name == "ref"
+
+
+def test_reuse_puts_earlier_runs_in_one_table_and_checks_their_images(tmp_path, capsys):
+    """--reuse joins the curves of earlier --json files without measuring: the first reused
+    curve is the BD reference, a file of other images or a repeated label is refused."""
+    import json
+    import pytest
+    from PIL import Image
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(folder / name)
+    ref = [[0.1, 20.0], [0.2, 23.0], [0.4, 26.0], [0.8, 29.0]]
+    cheaper = [[b / 2, p] for b, p in ref]  # the same quality at half the rate: BD-rate -50%
+    j1, j2 = tmp_path / "one.json", tmp_path / "two.json"
+    j1.write_text(json.dumps({"images": 2, "files": ["a.png", "b.png"], "curves": {"scale (x)": ref}}))
+    j2.write_text(json.dumps({"images": 2, "curves": {"channel (y)": cheaper}}))  # older: no names
+    out = tmp_path / "both.json"
+    assert ablation.main([str(folder), "--reuse", str(j1), "--reuse", str(j2), "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["reference"] == "scale (x)" and saved["files"] == ["a.png", "b.png"]
+    assert abs(saved["bd_rate_percent"]["channel (y)"] + 50.0) < 1e-6
+    assert "channel (y): -50.0%" in capsys.readouterr().out
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"images": 2, "files": ["a.png", "c.png"], "curves": {"z": ref}}))
+    for bad in ([str(other)], [str(j1), str(j1)], [str(folder / "a.png")]):
+        with pytest.raises(SystemExit) as e:
+            ablation.main([str(folder)] + [a for f in bad for a in ("--reuse", f)])
+        assert e.value.code == 2
+
+
+def test_checkpoint_labels_keep_a_runs_snapshots_apart():
+    from pathlib import Path
+    assert ablation.checkpoint_label(Path("runs/abl-scale/checkpoint.pt")) == "abl-scale"
+    assert ablation.checkpoint_label(Path("runs/abl-scale/step004000.pt")) == "abl-scale@4000"
+    assert ablation.checkpoint_label(Path("runs/abl-scale/stepx.pt")) == "abl-scale"
