@@ -141,8 +141,10 @@ def reused_curves(path: Path, names: list[str], taken: set[str]) -> dict[str, li
         count = int(saved["images"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: not an ablation --json file ({e})") from None
-    if "files" in saved and list(saved["files"]) != names or count != len(names):
-        raise ValueError(f"{path}: measured on other images ({count}) than these ({len(names)})")
+    if count != len(names):
+        raise ValueError(f"{path}: measured on {count} images, not these {len(names)}")
+    if "files" in saved and list(saved["files"]) != names:
+        raise ValueError(f"{path}: measured on other images than these {len(names)} (names differ)")
     for label in curves:
         if label in taken:
             raise ValueError(f"{path}: curve {label!r} is already in the table")

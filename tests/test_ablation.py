@@ -1,6 +1,11 @@
 """The ordering ablation's measurement: ideal rates match the real coder, and orders differ only
 in which elements a prefix holds."""
+import json
+from pathlib import Path
+
 import numpy as np
+import pytest
+from PIL import Image
 
 import progcodec
 from progcodec import ablation, container
@@ -29,7 +34,6 @@ def test_against_curve_reaverages_eval_files_over_the_same_images(tmp_path):
     """--against with an eval-written file compares like with like: the reference is re-averaged
     over exactly the measured images (a setting counts only when all of them have it); a file
     without per-image points is used whole."""
-    import json
     from progcodec.evaluate import load_curve_json
     per_image = [
         {"file": "a.png", "points": [{"setting": "s1", "bpp": 0.1, "psnr": 20.0},
@@ -51,9 +55,6 @@ def test_against_curve_reaverages_eval_files_over_the_same_images(tmp_path):
 def test_reuse_puts_earlier_runs_in_one_table_and_checks_their_images(tmp_path, capsys):
     """--reuse joins the curves of earlier --json files without measuring: the first reused
     curve is the BD reference, a file of other images or a repeated label is refused."""
-    import json
-    import pytest
-    from PIL import Image
     folder = tmp_path / "imgs"
     folder.mkdir()
     for name in ("a.png", "b.png"):
@@ -79,7 +80,6 @@ def test_reuse_puts_earlier_runs_in_one_table_and_checks_their_images(tmp_path, 
 
 
 def test_checkpoint_labels_keep_a_runs_snapshots_apart():
-    from pathlib import Path
     assert ablation.checkpoint_label(Path("runs/abl-scale/checkpoint.pt")) == "abl-scale"
     assert ablation.checkpoint_label(Path("runs/abl-scale/step004000.pt")) == "abl-scale@4000"
     assert ablation.checkpoint_label(Path("runs/abl-scale/stepx.pt")) == "abl-scale"
