@@ -167,9 +167,9 @@ def main(argv=None) -> int:
                     help="flip: random crops with horizontal flips; colour: also permute the RGB "
                          "channels and scale saturation (half the crops each)")
     ap.add_argument("--order", default="scale", choices=[o for o in ORDERS if o != "table"],
-                    help="element order of the training masks: scale (the codec's), or the "
-                         "ablation baselines channel (ProgDTD tail drop) and raster; only "
-                         "scale-ordered models can be exported for the codec")
+                    help="element order of the training masks: scale, channel (ProgDTD tail "
+                         "drop) or raster. The codec codes any exported model by predicted "
+                         "scale; channel-ordered masks measured better (docs/ablation.md)")
     args = ap.parse_args(argv)
 
     if args.threads:
