@@ -186,6 +186,7 @@ def main(argv=None) -> int:
     if args.heldout:
         files = split_train_validation(files)[1]
     files = files[:args.limit or None]
+    names = [f.name for f in files]  # what --reuse, --against and --json match images by
 
     against = None
     if args.against:
@@ -197,7 +198,7 @@ def main(argv=None) -> int:
     curves = {}
     for path in args.reuse:
         try:
-            curves.update(reused_curves(path, [f.name for f in files], set(curves)))
+            curves.update(reused_curves(path, names, set(curves)))
         except ValueError as e:
             ap.error(str(e))
     for label, kind, loaded in runs:
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
             print(f"- {label}: not computed ({e})")
     bd_against = {}
     if against is not None:
-        name, other_pts = against_curve(against, [f.name for f in files])
+        name, other_pts = against_curve(against, names)
         print(f"\nBD-rate against {name} ({args.against}; PSNR, PCHIP over the overlapping range):")
         for label in labels:
             try:
@@ -246,7 +247,7 @@ def main(argv=None) -> int:
             except BDError as e:
                 print(f"- {label}: not computed ({e})")
     if args.json:
-        args.json.write_text(json.dumps({"images": len(files), "files": [f.name for f in files],
+        args.json.write_text(json.dumps({"images": len(files), "files": names,
                                          "reference": ref, "curves": curves,
                                          "bd_rate_percent": bd, "against": str(args.against or ""),
                                          "bd_rate_against_percent": bd_against}, indent=1))
