@@ -20,9 +20,11 @@ from .tables import CodingTables
 from .weights import save_weights, training_state_from_weights
 
 
-def runtime_model_from_trained(trained: ProgressiveModel, order_crops=None) -> ProgressiveModel:
+def runtime_model_from_trained(trained: ProgressiveModel, order_crops=None,
+                               gain_power: float = 1.0) -> ProgressiveModel:
     """Float networks copied; scale net quantized to integers; coding tables computed; with
-    order_crops (HxWx3 uint8 crops of training photos), the coding order's priority table."""
+    order_crops (HxWx3 uint8 crops of training photos), the coding order's priority table,
+    its channel gains raised to gain_power (0: every channel equal, i.e. rank by level alone)."""
     runtime = ProgressiveModel(trained.config, integer_scale=True)
     state = trained.float_state_dict()
     state.update({f"scale_net.{k}": v for k, v in trained.scale_net.export().items()})
@@ -31,7 +33,7 @@ def runtime_model_from_trained(trained: ProgressiveModel, order_crops=None) -> P
         values = ordering.level_values(trained.config.scale_table().numpy(),
                                        runtime.tables.y_counts.numpy())
         gains = ordering.channel_gains(trained.g_a.float().eval(), trained.g_s.float().eval(),
-                                       order_crops)
+                                       order_crops) ** gain_power
         runtime.tables.register_buffer(
             "order_rank", torch.from_numpy(ordering.order_rank(gains, values)))
     state.update({f"tables.{k}": v for k, v in runtime.tables.state_dict().items()})
@@ -63,13 +65,17 @@ def main(argv=None) -> int:
                          "--order-count of them (sorted by name); without it, plain scale order")
     ap.add_argument("--order-count", type=int, default=4, help="photos used for the gains")
     ap.add_argument("--order-crop", type=int, default=256, help="side of their centre crops")
+    ap.add_argument("--gain-power", type=float, default=1.0,
+                    help="raise the channel gains to this power before ranking: 1 as measured, "
+                         "0 every channel equal (scale order, still in a table so that the "
+                         "refinement pass of format version 3 applies)")
     args = ap.parse_args(argv)
     trained = load_trained(args.checkpoint)
     crops = None
     if args.order_images:
         from .train import list_images
         crops = ordering.sample_crops(list_images(args.order_images), size=args.order_crop, count=args.order_count)
-    model = runtime_model_from_trained(trained, crops)
+    model = runtime_model_from_trained(trained, crops, args.gain_power)
     extras = {k: v for k, v in trained.state_dict().items()
               if k.startswith(("scale_net.", "z_density."))}
     digest = save_weights(model, args.name, args.output, train_extras=extras)

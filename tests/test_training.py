@@ -54,6 +54,14 @@ def test_train_resume_export_roundtrip(tmp_path):
     rank = mo.model.tables.order_rank
     assert sorted(rank.flatten().tolist()) == list(range(rank.numel()))
     assert progcodec.decode(progcodec.encode(img, model=mo), model=mo).size == (60, 40)
+    # --gain-power 0: every channel weighs the same, so each level's channels take consecutive
+    # ranks in channel order (the measured gains above interleave them)
+    flat = tmp_path / "f.safetensors"
+    assert export_main([str(out), str(flat), "--name", "f", "--order-images", str(data),
+                        "--order-crop", "64", "--order-count", "2", "--gain-power", "0"]) == 0
+    flat_rank = load_model(flat).model.tables.order_rank
+    assert torch.equal(flat_rank[1:] - flat_rank[:-1], torch.ones_like(flat_rank[1:]))
+    assert not torch.equal(rank[1:] - rank[:-1], torch.ones_like(rank[1:]))
     # resuming from the shipped-style file restores the training model exactly (fp16 storage)
     config, state = training_state_from_weights(out)
     again = ProgressiveModel(config)
