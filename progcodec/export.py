@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import ordering
@@ -32,8 +33,11 @@ def runtime_model_from_trained(trained: ProgressiveModel, order_crops=None,
     if order_crops is not None:
         values = ordering.level_values(trained.config.scale_table().numpy(),
                                        runtime.tables.y_counts.numpy())
-        gains = ordering.channel_gains(trained.g_a.float().eval(), trained.g_s.float().eval(),
-                                       order_crops) ** gain_power
+        if gain_power == 0:  # every gain ** 0 is 1: skip the M synthesis passes per crop
+            gains = np.ones(trained.config.M)
+        else:
+            gains = ordering.channel_gains(trained.g_a.float().eval(), trained.g_s.float().eval(),
+                                           order_crops) ** gain_power
         runtime.tables.register_buffer(
             "order_rank", torch.from_numpy(ordering.order_rank(gains, values)))
     state.update({f"tables.{k}": v for k, v in runtime.tables.state_dict().items()})
