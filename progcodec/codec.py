@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from . import container, entropy, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
-from .model import STRIDE, coding_order
+from .model import STRIDE, Synthesis, coding_order, side_features
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
@@ -58,15 +58,23 @@ class _Runtime:
         self.h_a64 = copy.deepcopy(m.h_a).double().to(device).eval()
         self.h_mean64 = copy.deepcopy(m.h_mean).double().to(device).eval()
         self.scale_net = copy.deepcopy(m.scale_net).to(device)
-        self.g_s = copy.deepcopy(m.g_s).float().to(device).eval()
+        self.g_s = copy.deepcopy(m.synthesis_net()).float().to(device).eval()
         if device.type == "cpu":
             self.g_s = self.g_s.to(memory_format=torch.channels_last)
+        self.decoder_side = m.config.decoder_side
 
     def hyper(self, z_sym: torch.Tensor):
         """z symbols (1,C,h,w) -> mu float64 and scale index int64, flattened in C,H,W order."""
         mu = self.h_mean64(z_sym.to(torch.float64))
         idx = self.scale_net(z_sym)
         return mu.reshape(-1), idx.reshape(-1)
+
+    def side(self, received: torch.Tensor, idx: torch.Tensor, shape) -> torch.Tensor | None:
+        """The synthesis side input (model.side_features) for a model that has one, else None.
+        received: bool and idx: int64, both flattened in C,H,W order; shape: (1, M, h, w)."""
+        if not self.decoder_side:
+            return None
+        return side_features(received.view(shape), idx.view(shape), self.levels)
 
 
 _runtimes: dict[tuple, _Runtime] = {}
@@ -204,23 +212,26 @@ def _analysis(rt: _Runtime, rgb: np.ndarray) -> torch.Tensor:
     return y
 
 
-def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int) -> np.ndarray:
+def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int,
+               side: torch.Tensor | None = None) -> np.ndarray:
     """y_hat (1, M, Hp/16, Wp/16) float32 -> HxWx3 uint8; g_s runs on overlapping latent tiles
-    on large images, so only y_hat and the output image are full-size."""
+    on large images, so only y_hat and the output image are full-size. side: the synthesis side
+    input of a decoder_side model (_Runtime.side; None: every element received)."""
     grid = tiling.tiles(16 * y_hat.shape[2], 16 * y_hat.shape[3], tiling.SYNTHESIS_TILE)
+    cl = torch.channels_last if rt.device.type == "cpu" else torch.contiguous_format
     if len(grid) == 1:
-        if rt.device.type == "cpu":
-            y_hat = y_hat.contiguous(memory_format=torch.channels_last)
-        x_hat = rt.g_s(y_hat).clamp_(0, 1)[0, :, :height, :width]
+        y_hat = y_hat.contiguous(memory_format=cl)
+        side = None if side is None else side.contiguous(memory_format=cl)
+        x_hat = rt.g_s(y_hat, side).clamp_(0, 1)[0, :, :height, :width]
         return (x_hat * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     out = np.empty((height, width, 3), dtype=np.uint8)
     for t in grid:
         if t.y0 >= height or t.x0 >= width:
             continue  # only padding
         s = t.scaled(16)
-        yt = y_hat[:, :, s.cy0:s.cy1, s.cx0:s.cx1]
-        yt = yt.contiguous(memory_format=torch.channels_last) if rt.device.type == "cpu" else yt.contiguous()
-        xt = rt.g_s(yt).clamp_(0, 1)
+        yt = y_hat[:, :, s.cy0:s.cy1, s.cx0:s.cx1].contiguous(memory_format=cl)
+        st = None if side is None else side[:, :, s.cy0:s.cy1, s.cx0:s.cx1].contiguous(memory_format=cl)
+        xt = rt.g_s(yt, st).clamp_(0, 1)
         y1, x1 = min(t.y1, height), min(t.x1, width)
         xt = xt[0, :, t.y0 - t.cy0:y1 - t.cy0, t.x0 - t.cx0:x1 - t.cx0]
         out[t.y0:y1, t.x0:x1] = (xt * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -318,6 +329,7 @@ def _check_model(h: Header, rt: _Runtime) -> None:
 class _Latent:
     header: Header
     y_hat: torch.Tensor  # (1, M, H/16, W/16) float32, missing elements filled with mu
+    side: torch.Tensor | None  # synthesis side input (decoder_side models), else None
     decoded: int
     total: int
     bytes_used: int
@@ -351,8 +363,11 @@ def _decode_latent(data: bytes, rt: _Runtime, strict: bool, **prefix) -> _Latent
     if refined:  # float64 additions, like the base symbols': they move the reconstruction only
         halves = torch.from_numpy(symbols[n:n + refined] * 2 - 1).to(rt.device, torch.float64)
         y_hat[order[:refined]] += REFINE_STEP * halves
-    y_hat = y_hat.view(1, rt.y_channels, 4 * hz, 4 * wz).float()
-    return _Latent(h, y_hat, base, n, keep, p.warnings, refined)
+    shape = (1, rt.y_channels, 4 * hz, 4 * wz)
+    received = torch.zeros(n, dtype=torch.bool, device=rt.device)
+    received[order[:base]] = True
+    return _Latent(h, y_hat.view(shape).float(), rt.side(received, idx, shape), base, n, keep,
+                   p.warnings, refined)
 
 
 @torch.no_grad()
@@ -363,7 +378,7 @@ def decode_detailed(data: bytes, *, quality=None, nbytes=None, bpp=None,
     the shipped model named in the file."""
     rt = runtime_for_file(container.parse_header(data).model_name, model, device)
     lat = _decode_latent(data, rt, strict, quality=quality, nbytes=nbytes, bpp=bpp)
-    rgb = _synthesis(rt, lat.y_hat, lat.header.height, lat.header.width)
+    rgb = _synthesis(rt, lat.y_hat, lat.header.height, lat.header.width, lat.side)
     return Decoded(Image.fromarray(rgb, "RGB"), lat.bytes_used, lat.decoded, lat.total, lat.warnings,
                    lat.refined, lat.header.refined)
 

@@ -36,7 +36,8 @@ def runtime_model_from_trained(trained: ProgressiveModel, order_crops=None,
         if gain_power == 0:  # every gain ** 0 is 1: skip the M synthesis passes per crop
             gains = np.ones(trained.config.M)
         else:
-            gains = ordering.channel_gains(trained.g_a.float().eval(), trained.g_s.float().eval(),
+            gains = ordering.channel_gains(trained.g_a.float().eval(),
+                                           trained.synthesis_net().float().eval(),
                                            order_crops) ** gain_power
         runtime.tables.register_buffer(
             "order_rank", torch.from_numpy(ordering.order_rank(gains, values)))

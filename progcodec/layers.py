@@ -52,9 +52,9 @@ def conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
 
 
-def deconv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+def deconv(cin: int, cout: int, k: int = 5, stride: int = 2, bias: bool = True) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=k // 2,
-                              output_padding=stride - 1)
+                              output_padding=stride - 1, bias=bias)
 
 
 class FactorizedDensity(nn.Module):

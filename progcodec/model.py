@@ -3,7 +3,8 @@
     x --g_a--> y --h_a--> z ; z_sym = round(z)   (coded with a factorized prior, integer tables)
     z_sym --h_mean--> mu (float)   z_sym --scale net (integer-exact)--> scale index of every y
     y elements sent in order of scale index descending; missing ones are filled with mu
-    y_hat --g_s--> x_hat
+    y_hat --g_s--> x_hat     (decoder_side: g_s also sees which elements arrived, and the
+                              scale index of the missing ones; see side_features)
 
 This module holds the networks and the training-time forward pass (noise likelihoods, masking by
 keep-fraction). Real coding lives in ``entropy.py`` and ``codec.py``; tables in ``tables.py``.
@@ -30,6 +31,9 @@ class ModelConfig:
     levels: int = 64  # entries of the scale table
     scale_min: float = 0.11
     scale_max: float = 64.0
+    # The synthesis also sees, per y element, whether it was received and the scale index of
+    # those that were not (side_features): the decoder knows both, so this costs no bits.
+    decoder_side: bool = False
 
     def scale_table(self) -> torch.Tensor:
         """sigma of every scale index, float64: log-spaced from scale_min to scale_max."""
@@ -91,6 +95,32 @@ def element_order(scale_index: torch.Tensor, shape: tuple[int, int, int], kind: 
     return order.expand(scale_index.shape[:-1] + (n,))
 
 
+def side_features(received: torch.Tensor, scale_index: torch.Tensor, levels: int) -> torch.Tensor:
+    """What the decoder knows about each y element besides its value, as 2M input channels of
+    the synthesis: 1 where the element was received, and for a missing element its scale index
+    scaled to [0, 1] (how uncertain its filled-in mean is). received: bool (B, M, h, w);
+    scale_index: integer-valued (B, M, h, w). Both are exact at the decoder."""
+    r = received.float()
+    return torch.cat([r, (1 - r) * scale_index.float() / (levels - 1)], dim=1)
+
+
+class Synthesis(nn.Module):
+    """g_s, plus (decoder_side) a zero-initialised layer that adds the side features' response
+    to the first layer's, so weights trained without side features start unchanged."""
+
+    def __init__(self, g_s: nn.Sequential, side: nn.Module | None):
+        super().__init__()
+        self.g_s, self.side = g_s, side
+
+    def forward(self, y_hat: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
+        """side: side_features of y_hat; None means every element was received."""
+        if self.side is None:
+            return self.g_s(y_hat)
+        if side is None:
+            side = torch.cat([torch.ones_like(y_hat), torch.zeros_like(y_hat)], dim=1)
+        return self.g_s[1:](self.g_s[0](y_hat) + self.side(side))
+
+
 def gaussian_likelihood(residual: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """P(bin of width 1 around residual) under N(0, sigma), in fp32."""
     residual, sigma = residual.float(), sigma.float()
@@ -118,6 +148,10 @@ class ProgressiveModel(nn.Module):
             deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
             deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
             deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3))
+        self.g_s_side = None
+        if c.decoder_side:
+            self.g_s_side = deconv(2 * c.M, c.N, bias=False)  # g_s[0] has the bias
+            nn.init.zeros_(self.g_s_side.weight)
         self.h_a = nn.Sequential(
             conv(c.M, c.H, 3, 1), nn.LeakyReLU(inplace=True),
             conv(c.H, c.H), nn.LeakyReLU(inplace=True), conv(c.H, c.N))
@@ -162,7 +196,9 @@ class ProgressiveModel(nn.Module):
         kept = torch.ceil(keep.to(x.device) * n).long().view(b, 1)
         mask = (rank < kept).view_as(y)
         y_in = torch.where(mask, y_hat, mu)
-        x_hat = self.g_s(y_in)
+        side = (side_features(mask, flat_idx.view_as(y), self.config.levels)
+                if self.g_s_side is not None else None)
+        x_hat = self.synthesis_net()(y_in, side)
 
         bits_y = -(torch.log2(y_lik) * mask).flatten(1).sum(1)
         bits_z = -torch.log2(z_lik).flatten(1).sum(1)
@@ -181,8 +217,9 @@ class ProgressiveModel(nn.Module):
         mu = self.h_mean(z_sym.to(dtype))
         return mu, self.scale_net(z_sym)
 
-    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
-        return self.g_s(y_hat).clamp(0, 1)
+    def synthesis_net(self) -> Synthesis:
+        """g_s with its side layer (if any), sharing this model's parameters."""
+        return Synthesis(self.g_s, self.g_s_side)
 
     def float_state_dict(self) -> dict[str, torch.Tensor]:
         """Parameters of the float networks (everything but the scale net and z density)."""

@@ -100,6 +100,17 @@ def lambda_of_keep(q: torch.Tensor, lam_min: float, lam_max: float, q_min: float
     return torch.exp(math.log(lam_min) + t.clamp(0, 1) * (math.log(lam_max) - math.log(lam_min)))
 
 
+def param_groups(model: ProgressiveModel, side_lr_mult: float) -> list[dict]:
+    """Adam parameter groups: everything, and the synthesis side layer apart, with its own
+    learning-rate multiplier (it starts at zero when added to trained weights)."""
+    side = [p for n, p in model.named_parameters() if n.startswith("g_s_side.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("g_s_side.")]
+    groups = [{"params": rest, "lr_mult": 1.0}]
+    if side:
+        groups.append({"params": side, "lr_mult": side_lr_mult})
+    return groups
+
+
 def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -162,7 +173,11 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=Path,
                     help="start from these weights (a checkpoint.pt, or a shipped .safetensors "
                          "file with training tensors), with a new optimizer")
-    ap.add_argument("--config", type=str, default="{}", help="ModelConfig overrides as JSON")
+    ap.add_argument("--config", type=str, default="{}",
+                    help="ModelConfig overrides as JSON; with --init, only parts the initial "
+                         "weights lack may be added, e.g. '{\"decoder_side\": true}'")
+    ap.add_argument("--side-lr-mult", type=float, default=1.0,
+                    help="learning-rate multiplier of the synthesis side layer (decoder_side)")
     ap.add_argument("--augment", default="flip", choices=["flip", "colour"],
                     help="flip: random crops with horizontal flips; colour: also permute the RGB "
                          "channels and scale saturation (half the crops each)")
@@ -180,32 +195,39 @@ def main(argv=None) -> int:
     ckpt_path = args.out / "checkpoint.pt"
     log = open(args.out / "train.log", "a", buffering=1)
 
-    config = ModelConfig(**json.loads(args.config))
-    model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    overrides = json.loads(args.config)
+    config = ModelConfig(**overrides)
     step = 0
+    state = None
+    init_state = None
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         config = ModelConfig(**state["config"])
-        model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
-        model.load_state_dict(state["model"])
-        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-        opt.load_state_dict(state["optimizer"])
-        step = state["step"]
-        print(f"resumed from {ckpt_path} at step {step}", file=log)
     elif args.init:
         if args.init.suffix == ".safetensors":  # a shipped weight file with training tensors
             from .weights import training_state_from_weights
             config, init_state = training_state_from_weights(args.init)
-            model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
-            opt = torch.optim.Adam(model.parameters(), lr=args.lr)
         else:
-            init_state = torch.load(args.init, map_location=device, weights_only=False)["model"]
-        model.load_state_dict(init_state)
-        print(f"initialised from {args.init}", file=log)
+            saved = torch.load(args.init, map_location=device, weights_only=False)
+            config, init_state = ModelConfig(**saved.get("config", {})), saved["model"]
+        # --config may add parts the initial weights lack (decoder_side), never reshape them
+        config = ModelConfig(**(config.to_dict() | overrides))
+    model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(param_groups(model, args.side_lr_mult), lr=args.lr)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        print(f"resumed from {ckpt_path} at step {step}", file=log)
+    elif init_state is not None:
+        missing, unexpected = model.load_state_dict(init_state, strict=False)
+        if unexpected or any(not k.startswith("g_s_side.") for k in missing):
+            raise SystemExit(f"--init {args.init} does not fit this model: missing {missing}, "
+                             f"unexpected {unexpected}")
+        print(f"initialised from {args.init}" + (f" (new: {missing})" if missing else ""), file=log)
 
     if args.finetune_decoder:
-        trainable = [p for n, p in model.named_parameters() if n.startswith(("g_s.", "h_mean."))]
+        trainable = [p for n, p in model.named_parameters() if n.startswith(("g_s.", "g_s_side.", "h_mean."))]
         for p in model.parameters():
             p.requires_grad_(False)
         for p in trainable:
@@ -256,7 +278,7 @@ def main(argv=None) -> int:
             break
         lr = learning_rate(step, total, args.lr, args.warmup)
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_mult", 1.0)
         x = sampler.batch(args.batch).to(device).float().div_(255).contiguous(
             memory_format=torch.channels_last)
         keep = sample_keep(args.batch, args.q_min, rng, args.finetune_decoder).to(device)
