@@ -3,8 +3,8 @@
     x --g_a--> y --h_a--> z ; z_sym = round(z)   (coded with a factorized prior, integer tables)
     z_sym --h_mean--> mu (float)   z_sym --scale net (integer-exact)--> scale index of every y
     y elements sent in order of scale index descending; missing ones are filled with mu
-    y_hat --g_s--> x_hat     (decoder_side: g_s also sees which elements arrived, and the
-                              scale index of the missing ones; see side_features)
+    y_hat --g_s--> x_hat     (decoder_side: g_s also sees which elements are missing, and
+                              their scale index; see side_features)
 
 This module holds the networks and the training-time forward pass (noise likelihoods, masking by
 keep-fraction). Real coding lives in ``entropy.py`` and ``codec.py``; tables in ``tables.py``.
@@ -97,16 +97,18 @@ def element_order(scale_index: torch.Tensor, shape: tuple[int, int, int], kind: 
 
 def side_features(received: torch.Tensor, scale_index: torch.Tensor, levels: int) -> torch.Tensor:
     """What the decoder knows about each y element besides its value, as 2M input channels of
-    the synthesis: 1 where the element was received, and for a missing element its scale index
-    scaled to [0, 1] (how uncertain its filled-in mean is). received: bool (B, M, h, w);
-    scale_index: integer-valued (B, M, h, w). Both are exact at the decoder."""
-    r = received.float()
-    return torch.cat([r, (1 - r) * scale_index.float() / (levels - 1)], dim=1)
+    the synthesis: 1 where the element is missing (filled with its mean), and for a missing
+    element its scale index scaled to [0, 1] (how uncertain that mean is). Both are 0 for a
+    received element, so the whole latent gives zeros and the side layer does not touch it.
+    received: bool (B, M, h, w); scale_index: integer-valued (B, M, h, w), exact at the decoder."""
+    missing = (~received).float()
+    return torch.cat([missing, missing * scale_index.float() / (levels - 1)], dim=1)
 
 
 class Synthesis(nn.Module):
-    """g_s, plus (decoder_side) a zero-initialised layer that adds the side features' response
-    to the first layer's, so weights trained without side features start unchanged."""
+    """g_s, plus (decoder_side) a zero-initialised layer without bias that adds the side
+    features' response to the first layer's, so weights trained without side features start
+    unchanged, and the whole latent (side features all 0) decodes as without the layer."""
 
     def __init__(self, g_s: nn.Sequential, side: nn.Module | None):
         super().__init__()
@@ -114,10 +116,8 @@ class Synthesis(nn.Module):
 
     def forward(self, y_hat: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
         """side: side_features of y_hat; None means every element was received."""
-        if self.side is None:
+        if self.side is None or side is None:
             return self.g_s(y_hat)
-        if side is None:
-            side = torch.cat([torch.ones_like(y_hat), torch.zeros_like(y_hat)], dim=1)
         return self.g_s[1:](self.g_s[0](y_hat) + self.side(side))
 
 

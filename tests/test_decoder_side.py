@@ -1,5 +1,5 @@
-"""The synthesis side input (ModelConfig.decoder_side): which y elements arrived, and the scale
-index of the missing ones, fed to g_s. It must start as a no-op on weights trained without it,
+"""The synthesis side input (ModelConfig.decoder_side): which y elements are missing, and their
+scale index, fed to g_s. It must start as a no-op on weights trained without it,
 reach the decoder exactly as the prefix defines it, and go through the tiled synthesis."""
 import dataclasses
 import json
@@ -56,15 +56,14 @@ def test_decoder_gets_the_side_input_of_its_prefix(tmp_path):
     assert 0 < lat.decoded < lat.total
     rt = codec.runtime(loaded, "cpu")
     m = rt.y_channels
-    received = lat.side[:, :m]
-    assert int(received.sum()) == lat.decoded
-    # the received elements are the first `decoded` in coding order
-    z = decode_latent(data, loaded)  # the whole file: the same mu and idx
-    assert bool(z.side[:, :m].all()) and not bool(z.side[:, m:].any())
+    missing = lat.side[:, :m].bool()
+    assert int((~missing).sum()) == lat.decoded
+    z = decode_latent(data, loaded)  # the whole file: nothing missing, side input all 0
+    assert not bool(z.side.any())
     # missing elements carry their scale index / (levels - 1); received ones 0
     scale_part = lat.side[:, m:]
-    assert bool((scale_part[received.bool()] == 0).all())
-    assert bool((scale_part[~received.bool()] > 0).any())
+    assert bool((scale_part[~missing] == 0).all())
+    assert bool((scale_part[missing] > 0).any())
     # the decoded pixels are the synthesis with that side input, not with "all received"
     out = np.asarray(progcodec.decode(cut, model=loaded, device="cpu"))
     with torch.no_grad():
@@ -93,7 +92,7 @@ def test_side_features_values():
     received = torch.tensor([True, False, False]).view(1, 3, 1, 1)
     idx = torch.tensor([5, 9, 0]).view(1, 3, 1, 1)
     f = side_features(received, idx, levels=10)
-    assert f.flatten().tolist() == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert f.flatten().tolist() == [0.0, 1.0, 1.0, 0.0, 1.0, 0.0]
 
 
 def test_training_adds_a_side_layer_to_weights_without_one(tmp_path):
