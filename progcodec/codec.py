@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from . import container, entropy, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
-from .model import STRIDE, Synthesis, coding_order, side_features
+from .model import STRIDE, coding_order, side_features
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
@@ -61,7 +61,6 @@ class _Runtime:
         self.g_s = copy.deepcopy(m.synthesis_net()).float().to(device).eval()
         if device.type == "cpu":
             self.g_s = self.g_s.to(memory_format=torch.channels_last)
-        self.decoder_side = m.config.decoder_side
 
     def hyper(self, z_sym: torch.Tensor):
         """z symbols (1,C,h,w) -> mu float64 and scale index int64, flattened in C,H,W order."""
@@ -69,11 +68,14 @@ class _Runtime:
         idx = self.scale_net(z_sym)
         return mu.reshape(-1), idx.reshape(-1)
 
-    def side(self, received: torch.Tensor, idx: torch.Tensor, shape) -> torch.Tensor | None:
+    def side(self, sent: torch.Tensor, idx: torch.Tensor, shape) -> torch.Tensor | None:
         """The synthesis side input (model.side_features) for a model that has one, else None.
-        received: bool and idx: int64, both flattened in C,H,W order; shape: (1, M, h, w)."""
-        if not self.decoder_side:
-            return None
+        sent: flat indices of the received elements; idx: int64 scale indices flattened in
+        C,H,W order; shape: (1, M, h, w)."""
+        if self.g_s.side is None:
+            return None  # models without a side layer pay nothing for it
+        received = torch.zeros(idx.numel(), dtype=torch.bool, device=idx.device)
+        received[sent] = True
         return side_features(received.view(shape), idx.view(shape), self.levels)
 
 
@@ -364,9 +366,7 @@ def _decode_latent(data: bytes, rt: _Runtime, strict: bool, **prefix) -> _Latent
         halves = torch.from_numpy(symbols[n:n + refined] * 2 - 1).to(rt.device, torch.float64)
         y_hat[order[:refined]] += REFINE_STEP * halves
     shape = (1, rt.y_channels, 4 * hz, 4 * wz)
-    received = torch.zeros(n, dtype=torch.bool, device=rt.device)
-    received[order[:base]] = True
-    return _Latent(h, y_hat.view(shape).float(), rt.side(received, idx, shape), base, n, keep,
+    return _Latent(h, y_hat.view(shape).float(), rt.side(order[:base], idx, shape), base, n, keep,
                    p.warnings, refined)
 
 
