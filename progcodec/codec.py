@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from . import container, entropy, tiling
+from . import container, entropy, latent_search, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .model import STRIDE, coding_order, side_features
@@ -61,6 +61,15 @@ class _Runtime:
         self.g_s = copy.deepcopy(m.synthesis_net()).float().to(device).eval()
         if device.type == "cpu":
             self.g_s = self.g_s.to(memory_format=torch.channels_last)
+        self.scale_table = m.config.scale_table()
+        self._g_s_search = None
+
+    @property
+    def g_s_search(self):
+        """The synthesis for latent search, without parameter gradients (built on first use)."""
+        if self._g_s_search is None:
+            self._g_s_search = latent_search.frozen_copy(self.g_s.g_s)
+        return self._g_s_search
 
     def hyper(self, z_sym: torch.Tensor):
         """z symbols (1,C,h,w) -> mu float64 and scale index int64, flattened in C,H,W order."""
@@ -242,6 +251,46 @@ def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int,
 
 
 # ---- encode ---------------------------------------------------------------------------------
+# Latent search works on whole images up to this many (padded) pixels (Kodak: 393,216), else
+# on tiles of SEARCH_TILE pixels, so its memory stays bounded.
+SEARCH_TILE = 512
+SEARCH_UNTILED_MAX = 1 << 19
+
+
+def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, steps: int,
+            refined: int = 0) -> torch.Tensor:
+    """y after `steps` of latent search (latent_search.py) with z, so means, scales and order,
+    held fixed, for a file whose first `refined` elements get a refinement bit. Large images
+    are searched tile by tile (tiling.py geometry): each tile's latents move, scored on its own
+    pixels, with a margin of fixed latents around it, so the memory stays bounded. The search
+    scores the synthesis without a side input (decoder_side models decode prefixes with one:
+    for them it is an approximation; no shipped model has one)."""
+    with torch.no_grad():
+        mu, idx = rt.hyper(torch.from_numpy(z_np)[None].to(rt.device))
+        order = coding_order(idx, rt.levels, rt.order_rank)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=order.device)
+        mu, rank = mu.view_as(y), rank.view_as(y)
+        sigma = rt.scale_table.to(rt.device)[idx].view_as(y)
+        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
+        x = _pad(x.permute(2, 0, 1)[None].float() / 255)
+    h, w = rgb.shape[:2]
+    y = y.clone()
+    for t in tiling.tiles(x.shape[2], x.shape[3], SEARCH_TILE, untiled_max=SEARCH_UNTILED_MAX):
+        if t.y0 >= h or t.x0 >= w:
+            continue  # only padding
+        c = t.scaled(16)
+        crop = (slice(None), slice(None), slice(c.cy0, c.cy1), slice(c.cx0, c.cx1))
+        free = (c.y0 - c.cy0, c.y1 - c.cy0, c.x0 - c.cx0, c.x1 - c.cx0)
+        scored = (t.y0 - t.cy0, min(t.y1, h) - t.cy0, t.x0 - t.cx0, min(t.x1, w) - t.cx0)
+        with torch.enable_grad():
+            y[crop] = latent_search.search_latent(
+                rt.g_s_search, x[:, :, t.cy0:t.cy1, t.cx0:t.cx1], y[crop], mu[crop], sigma[crop],
+                rank[crop], steps, n_total=y.numel(), pixels=h * w, free=free, scored=scored,
+                refined=refined)
+    return y
+
+
 # Fraction of the y elements, first in coding order, that get a refinement bit (format.md 5.1)
 # when the model has an order table. Chosen on Kodak and the validation photos: docs/refinement.md.
 DEFAULT_REFINE = 0.4
@@ -249,11 +298,19 @@ REFINE_STEP = 0.25  # a refined element sits at the centre of the half of its bi
 
 
 @torch.no_grad()
-def encoder_symbols(rt: _Runtime, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """What the encoder codes for latent y: the clamped z symbols, then the scale level, the
-    (not yet clamped) residual symbol and the residual y - mu (float64) of every y element, all
-    in coding order."""
-    z_np = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].cpu().numpy(), rt.models)
+def encoder_z(rt: _Runtime, y: torch.Tensor) -> np.ndarray:
+    """The clamped z symbols of latent y."""
+    return entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].cpu().numpy(), rt.models)
+
+
+@torch.no_grad()
+def encoder_symbols(rt: _Runtime, y: torch.Tensor, z_np: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the encoder codes for latent y: the clamped z symbols (z_np when given, else those
+    of y), then the scale level, the (not yet clamped) residual symbol and the residual y - mu
+    (float64) of every y element, all in coding order."""
+    if z_np is None:
+        z_np = encoder_z(rt, y)
     mu, idx = rt.hyper(torch.from_numpy(z_np)[None].to(rt.device))
     order = coding_order(idx, rt.levels, rt.order_rank)
     levels_in_order = idx[order].cpu().numpy()
@@ -274,13 +331,18 @@ def refinement_bits(residual: np.ndarray, symbols: np.ndarray, count: int) -> np
 
 @torch.no_grad()
 def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto",
-           quality=None, nbytes=None, bpp=None, refine: float | None = None) -> bytes:
+           quality=None, nbytes=None, bpp=None, refine: float | None = None,
+           search: int = 0) -> bytes:
     """Encode an image (PIL image or HxWx3 uint8 array) into .pic bytes.
 
     quality/nbytes/bpp keep only a prefix of the file (see prefix_length). refine: fraction of
     the y elements that get a refinement bit after all base symbols (default DEFAULT_REFINE for
-    a model with an order table; 0 writes a format version 2 file, as before refinement)."""
+    a model with an order table; 0 writes a format version 2 file, as before refinement).
+    search: steps of encoder-side latent search (latent_search.py): a smaller file of better
+    quality for about one synthesis pass and its gradient per step; 0 (default): none."""
     rt = runtime(model, device)
+    if search < 0:
+        raise CodecError(f"search steps must be >= 0, got {search}")
     if refine is None:
         refine = DEFAULT_REFINE if rt.order_rank is not None else 0.0
     if not 0.0 <= refine <= 1.0:  # also rejects NaN
@@ -291,7 +353,11 @@ def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "au
     rgb = to_rgb_array(image)
     h, w = rgb.shape[:2]
     check_image_size(w, h)
-    z_np, levels_in_order, symbols, residual = encoder_symbols(rt, _analysis(rt, rgb))
+    y = _analysis(rt, rgb)
+    z_np = encoder_z(rt, y)
+    if search:
+        y = _search(rt, rgb, y, z_np, search, refine_count(y.numel(), refine))
+    z_np, levels_in_order, symbols, residual = encoder_symbols(rt, y, z_np)
     symbols = entropy.clamp_y_symbols(symbols, levels_in_order, rt.models)
     refined = refine_count(len(symbols), refine)
     if refined:
