@@ -175,7 +175,8 @@ def main(argv=None) -> int:
                          "file with training tensors), with a new optimizer")
     ap.add_argument("--config", type=str, default="{}",
                     help="ModelConfig overrides as JSON; with --init, only parts the initial "
-                         "weights lack may be added, e.g. '{\"decoder_side\": true}'")
+                         "weights lack may be added, e.g. '{\"decoder_side\": true}', or the "
+                         "latent widened, e.g. '{\"M\": 320}' (widen.py)")
     ap.add_argument("--side-lr-mult", type=float, default=1.0,
                     help="learning-rate multiplier of the synthesis side layer (decoder_side)")
     ap.add_argument("--augment", default="flip", choices=["flip", "colour"],
@@ -210,8 +211,13 @@ def main(argv=None) -> int:
         else:
             saved = torch.load(args.init, map_location=device, weights_only=False)
             config, init_state = ModelConfig(**saved.get("config", {})), saved["model"]
-        # --config may add parts the initial weights lack (decoder_side), never reshape them
+        # --config may add parts the initial weights lack (decoder_side) or widen the latent
+        # (M, widen.py); it never reshapes anything else
+        old_m = config.M
         config = ModelConfig(**(config.to_dict() | overrides))
+        if config.M != old_m:
+            from .widen import widen_latent
+            init_state = widen_latent(init_state, old_m, config.M, args.seed)
     model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(param_groups(model, args.side_lr_mult), lr=args.lr)
     if state is not None:
