@@ -61,7 +61,7 @@ class _Runtime:
         self.g_s = copy.deepcopy(m.synthesis_net()).float().to(device).eval()
         if device.type == "cpu":
             self.g_s = self.g_s.to(memory_format=torch.channels_last)
-        self.scale_table = m.config.scale_table()
+        self.scale_table = m.config.scale_table().to(device)  # sigma of each scale index
         self._g_s_search = None
 
     @property
@@ -271,7 +271,7 @@ def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, st
         rank = torch.empty_like(order)
         rank[order] = torch.arange(order.numel(), device=order.device)
         mu, rank = mu.view_as(y), rank.view_as(y)
-        sigma = rt.scale_table.to(rt.device)[idx].view_as(y)
+        sigma = rt.scale_table[idx].view_as(y)
         x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
         x = _pad(x.permute(2, 0, 1)[None].float() / 255)
     h, w = rgb.shape[:2]

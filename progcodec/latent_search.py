@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .model import gaussian_likelihood
+from .model import gaussian_likelihood, lambda_of_keep
 
 # The keep-fractions whose reconstructions the objective scores, and the lambdas of training
 # (progcodec-v12's card: lambda log-log from 0.0015 at q = 0.005 to 0.025 at q = 1). On the
@@ -31,11 +31,6 @@ KEEP_FRACTIONS = (0.15, 1.0)
 LAMBDA_MIN, LAMBDA_MAX, Q_MIN = 0.0015, 0.025, 0.005
 LR = 0.05  # Adam step on y, in quantization bins, decayed linearly to 0
 ALPHA_START, ALPHA_END = 2.0, 16.0  # soft-rounding sharpness, raised geometrically
-
-
-def lambda_of_keep(q: float) -> float:
-    t = min(1.0, max(0.0, (math.log(q) - math.log(Q_MIN)) / -math.log(Q_MIN)))
-    return math.exp(math.log(LAMBDA_MIN) + t * (math.log(LAMBDA_MAX) - math.log(LAMBDA_MIN)))
 
 
 def frozen_copy(net: torch.nn.Module) -> torch.nn.Module:
@@ -72,7 +67,8 @@ def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: t
     whole file (q = 1) has them at the centre of their half-bin. Returns float64."""
     mu32, sigma32 = mu.float(), sigma.float()
     masks = torch.stack([(rank < math.ceil(q * n_total))[0] for q in keep_fractions])
-    lams = torch.tensor([lambda_of_keep(q) for q in keep_fractions], device=x.device)
+    lams = lambda_of_keep(torch.tensor(keep_fractions, dtype=torch.float64), LAMBDA_MIN,
+                          LAMBDA_MAX, Q_MIN).float().to(x.device)
     movable = torch.zeros_like(y0, dtype=torch.bool)
     movable[:, :, free[0]:free[1], free[2]:free[3]] = True
     counted = masks & movable[0]

@@ -130,6 +130,13 @@ def gaussian_likelihood(residual: torch.Tensor, sigma: torch.Tensor) -> torch.Te
     return lower_bound(upper - lower, 1e-9)
 
 
+def lambda_of_keep(q: torch.Tensor, lam_min: float, lam_max: float, q_min: float) -> torch.Tensor:
+    """The training objective's lambda for keep-fraction q: log-log from lam_min at q_min to
+    lam_max at q = 1 (train.py trains with it; latent_search.py searches with it)."""
+    t = (torch.log(q) - math.log(q_min)) / -math.log(q_min)
+    return torch.exp(math.log(lam_min) + t.clamp(0, 1) * (math.log(lam_max) - math.log(lam_min)))
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 

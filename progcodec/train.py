@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .model import ORDERS, ModelConfig, ProgressiveModel
+from .model import ORDERS, ModelConfig, ProgressiveModel, lambda_of_keep
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
 
@@ -93,11 +93,6 @@ def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False
             return math.exp(rng.uniform(math.log(lo), math.log(hi)))
         return 1.0 if rng.random() < 0.25 else math.exp(rng.uniform(math.log(q_min), 0.0))
     return torch.tensor([one() for _ in range(n)])
-
-
-def lambda_of_keep(q: torch.Tensor, lam_min: float, lam_max: float, q_min: float) -> torch.Tensor:
-    t = (torch.log(q) - math.log(q_min)) / -math.log(q_min)
-    return torch.exp(math.log(lam_min) + t.clamp(0, 1) * (math.log(lam_max) - math.log(lam_min)))
 
 
 def param_groups(model: ProgressiveModel, side_lr_mult: float) -> list[dict]:

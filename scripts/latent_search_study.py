@@ -9,12 +9,14 @@ line, e.g. `eval ../shared/data/kodak -o runs/x --limit 4 --search 5`.
 import json
 import sys
 
+import torch
+
 from progcodec import cli, latent_search
 
 fractions = tuple(json.loads(sys.argv[1]))
 boost = float(sys.argv[2])
 lambda_of_keep = latent_search.lambda_of_keep
-latent_search.lambda_of_keep = lambda q: lambda_of_keep(q) * (boost if q < 0.2 else 1.0)
+latent_search.lambda_of_keep = lambda q, *a: lambda_of_keep(q, *a) * torch.where(q < 0.2, boost, 1.0)
 latent_search.search_latent.__kwdefaults__["keep_fractions"] = fractions
 sys.argv = ["progcodec"] + sys.argv[3:]
 cli.main()

@@ -29,6 +29,14 @@ def photo() -> np.ndarray:
 smooth_image = structured_image
 
 
+def write_photos(folder: Path, count: int) -> Path:
+    """A folder of `count` small structured PNGs, for training runs in tests."""
+    folder.mkdir()
+    for i in range(count):
+        Image.fromarray(smooth_image(80, 96, seed=i)).save(folder / f"p{i}.png")
+    return folder
+
+
 def with_random_order_table(loaded: LoadedModel, seed: int) -> LoadedModel:
     """A copy of a model with a random coding-order priority table (ordering.py): it writes
     format versions 2 and 3 instead of 1."""

@@ -17,6 +17,14 @@ from progcodec.weights import save_weights
 TINY = ModelConfig(N=8, M=12, H=8)
 
 
+def save_tiny_training_weights(path: Path) -> Path:
+    """The tiny trained model as a weight file with its training tensors (train --init)."""
+    base = tiny_trained_model()
+    extras = {k: v for k, v in base.state_dict().items() if k.startswith(("scale_net.", "z_density."))}
+    save_weights(runtime_model_from_trained(base), "tiny-base", path, train_extras=extras)
+    return path
+
+
 def tiny_trained_model(seed: int = 1234) -> ProgressiveModel:
     m = ProgressiveModel(TINY)
     rng = np.random.default_rng(seed)

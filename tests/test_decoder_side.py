@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import torch
-from PIL import Image
 
 import progcodec
 from progcodec import codec, container, train
@@ -14,8 +13,8 @@ from progcodec.export import runtime_model_from_trained
 from progcodec.model import ProgressiveModel, side_features
 from progcodec.weights import LoadedModel, load_model, save_weights, training_state_from_weights
 
-from conftest import decode_latent, smooth_image
-from make_tiny_model import TINY, tiny_trained_model
+from conftest import decode_latent, smooth_image, write_photos
+from make_tiny_model import TINY, save_tiny_training_weights, tiny_trained_model
 
 
 def side_model(side_scale: float) -> ProgressiveModel:
@@ -99,14 +98,8 @@ def test_training_adds_a_side_layer_to_weights_without_one(tmp_path):
     """--init from a weight file without a side layer plus --config decoder_side: the side
     layer starts at zero and trains (with its own learning-rate multiplier); the rest of the
     weights are loaded; resuming keeps both parameter groups."""
-    data = tmp_path / "photos"
-    data.mkdir()
-    for i in range(4):
-        Image.fromarray(smooth_image(80, 96, seed=i)).save(data / f"p{i}.png")
-    base = tiny_trained_model()
-    init = tmp_path / "base.safetensors"
-    extras = {k: v for k, v in base.state_dict().items() if k.startswith(("scale_net.", "z_density."))}
-    save_weights(runtime_model_from_trained(base), "tiny-base", init, train_extras=extras)
+    data = write_photos(tmp_path / "photos", 4)
+    init = save_tiny_training_weights(tmp_path / "base.safetensors")
     common = [str(data), "--out", str(tmp_path / "run"), "--batch", "2", "--patch", "64",
               "--warmup", "1", "--init", str(init), "--config", json.dumps({"decoder_side": True}),
               "--side-lr-mult", "10"]

@@ -6,16 +6,13 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 
 from progcodec import train
-from progcodec.export import runtime_model_from_trained
 from progcodec.model import ProgressiveModel
-from progcodec.weights import save_weights
 from progcodec.widen import widen_latent
 
-from conftest import smooth_image
-from make_tiny_model import TINY, tiny_trained_model
+from conftest import write_photos
+from make_tiny_model import TINY, save_tiny_training_weights, tiny_trained_model
 
 WIDE = dataclasses.replace(TINY, M=TINY.M + 8)
 
@@ -57,14 +54,8 @@ def test_widen_refuses_to_narrow_or_misread():
 
 
 def test_training_widens_initial_weights(tmp_path):
-    data = tmp_path / "photos"
-    data.mkdir()
-    for i in range(3):
-        Image.fromarray(smooth_image(80, 96, seed=i)).save(data / f"p{i}.png")
-    base = tiny_trained_model()
-    init = tmp_path / "base.safetensors"
-    extras = {k: v for k, v in base.state_dict().items() if k.startswith(("scale_net.", "z_density."))}
-    save_weights(runtime_model_from_trained(base), "tiny-base", init, train_extras=extras)
+    data = write_photos(tmp_path / "photos", 3)
+    init = save_tiny_training_weights(tmp_path / "base.safetensors")
     assert train.main([str(data), "--out", str(tmp_path / "run"), "--batch", "2", "--patch", "64",
                        "--warmup", "1", "--steps", "6", "--init", str(init),
                        "--config", json.dumps({"M": WIDE.M})]) == 0
@@ -76,5 +67,5 @@ def test_training_widens_initial_weights(tmp_path):
     # follow once the new elements are non-zero
     assert 0 < ckpt["model"]["h_mean.4.weight"][TINY.M:].abs().max() < 1e-2
     # the old channels were loaded, not drawn afresh
-    delta = (ckpt["model"]["g_a.0.weight"] - base.state_dict()["g_a.0.weight"]).abs().max()
+    delta = (ckpt["model"]["g_a.0.weight"] - tiny_trained_model().state_dict()["g_a.0.weight"]).abs().max()
     assert 0 < delta < 1e-2
