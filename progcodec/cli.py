@@ -179,12 +179,17 @@ def main():
                    "quality, for many times the encode time; decoding is unchanged. Such a "
                    "file's bytes may differ between machines, and it decodes the same on all "
                    "of them. Default: 0.")
+@click.option("--search-z/--no-search-z", default=True,
+              help="Let the search move the hyper-latent z too, and with it the means, scales "
+                   "and coding order: short prefixes gain as well. Whole images up to 0.5 Mpx; "
+                   "larger ones search the latent alone, tile by tile. Default: on.")
 @_model_option
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary lines.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per input (input, output, bytes, bpp, seconds) on stdout.")
-def encode(inputs, output, quality, nbytes, bpp, refine, search, model, device, quiet, as_json):
+def encode(inputs, output, quality, nbytes, bpp, refine, search, search_z, model, device, quiet,
+           as_json):
     """Encode images (PNG, JPEG, ... ; '-' reads stdin) into .pic files.
 
     With several inputs, a failing file is reported and skipped; the exit status is then 1."""
@@ -222,7 +227,8 @@ def encode(inputs, output, quality, nbytes, bpp, refine, search, model, device, 
                 t0 = time.perf_counter()
                 im = _load_image(inp)
                 data = codec.encode(im, model=model, device=device, quality=quality,
-                                    nbytes=nbytes, bpp=bpp, refine=refine, search=search)
+                                    nbytes=nbytes, bpp=bpp, refine=refine, search=search,
+                                    search_z=search_z)
                 seconds = time.perf_counter() - t0
                 write_atomic(dest, data, inputs)
             except WeightsError as e:  # no model: every file would fail the same way
@@ -375,10 +381,13 @@ def train(args):
 @click.option("--search", type=click.IntRange(min=0), default=0, metavar="STEPS",
               help="Encode with this many steps of latent search (as `encode --search`). "
                    "Default: 0.")
+@click.option("--search-z/--no-search-z", default=True,
+              help="As `encode --search-z`. Default: on.")
 @_model_option
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar, notes or summary on stderr.")
-def eval_(dataset, out_dir, against, anchors, reference, limit, refine, search, model, device, quiet):
+def eval_(dataset, out_dir, against, anchors, reference, limit, refine, search, search_z, model,
+          device, quiet):
     """Rate-distortion evaluation on a folder of images (e.g. Kodak).
 
     One encode per image with the model, then decodes of prefixes at 0.05, 0.1, 0.15, 0.2,
@@ -408,6 +417,8 @@ def eval_(dataset, out_dir, against, anchors, reference, limit, refine, search, 
                                  ("--model", model, DEFAULT_MODEL), ("--device", device, "auto")):
         if value != default:
             args += [flag, str(value)]
+    if search and not search_z:
+        args.append("--no-search-z")
     command = shlex.join(args)
     try:
         n = len(evaluate.list_images(Path(dataset), limit))
@@ -415,7 +426,7 @@ def eval_(dataset, out_dir, against, anchors, reference, limit, refine, search, 
                                hidden=quiet) as bar:
             res = evaluate.run(Path(dataset), model=model, device=device, against=codecs,
                                anchors=anchors, reference=reference, limit=limit, command=command,
-                               refine=refine, search=search,
+                               refine=refine, search=search, search_z=search_z,
                                on_image=lambda name: bar.update(1), note=note)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         evaluate.write_outputs(res, Path(out_dir), lambda p, d: write_atomic(p, d), note=note)

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 from . import container, entropy, latent_search, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
+from .intnet import ScaleNetRelaxed
 from .model import STRIDE, coding_order, side_features
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
@@ -63,6 +64,7 @@ class _Runtime:
             self.g_s = self.g_s.to(memory_format=torch.channels_last)
         self.scale_table = m.config.scale_table().to(device)  # sigma of each scale index
         self._g_s_search = None
+        self._hyper_search = None
 
     @property
     def g_s_search(self):
@@ -70,6 +72,18 @@ class _Runtime:
         if self._g_s_search is None:
             self._g_s_search = latent_search.frozen_copy(self.g_s.g_s)
         return self._g_s_search
+
+    @property
+    def hyper_search(self):
+        """(h_mean, relaxed scale net, z bit table) for the joint search of y and z, float32
+        and without parameter gradients (built on first use)."""
+        if self._hyper_search is None:
+            t = self.loaded.model.tables
+            self._hyper_search = (latent_search.frozen_copy(self.h_mean64),
+                                  ScaleNetRelaxed(self.scale_net),
+                                  (t.z_bits().to(self.device), t.z_offset.to(self.device),
+                                   t.z_size.to(self.device)))
+        return self._hyper_search
 
     def hyper(self, z_sym: torch.Tensor):
         """z symbols (1,C,h,w) -> mu float64 and scale index int64, flattened in C,H,W order."""
@@ -291,6 +305,33 @@ def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, st
     return y
 
 
+def _search_joint(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, steps: int,
+                  refined: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """(y, z symbols) after `steps` of joint search of y and z (latent_search.py), for images of
+    at most SEARCH_UNTILED_MAX padded pixels; larger ones get the search of y alone (_search)."""
+    h, w = rgb.shape[:2]
+    hp, wp = _padded_size(h, w)
+    if hp * wp > SEARCH_UNTILED_MAX:
+        return _search(rt, rgb, y, z_np, steps, refined), z_np
+    with torch.no_grad():
+        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
+        x = _pad(x.permute(2, 0, 1)[None].float() / 255)
+    h_mean, scale_net, z_table = rt.hyper_search
+    log_table = torch.log(rt.scale_table)
+
+    def hyper_exact(z_int):
+        mu, idx = rt.hyper(z_int)
+        return mu.view_as(y).float(), idx.view_as(y)
+    with torch.enable_grad():
+        y, z = latent_search.search_latent_and_hyper(
+            rt.g_s_search, h_mean, scale_net, hyper_exact, x, y,
+            torch.from_numpy(z_np)[None].to(rt.device), steps, z_table=z_table,
+            log_sigma=(float(log_table[0]), float(log_table[1] - log_table[0])),
+            levels=rt.levels, order_rank=rt.order_rank, pixels=h * w, scored=(0, h, 0, w),
+            refined=refined)
+    return y, z[0].cpu().numpy()
+
+
 # Fraction of the y elements, first in coding order, that get a refinement bit (format.md 5.1)
 # when the model has an order table. Chosen on Kodak and the validation photos: docs/refinement.md.
 DEFAULT_REFINE = 0.4
@@ -332,14 +373,15 @@ def refinement_bits(residual: np.ndarray, symbols: np.ndarray, count: int) -> np
 @torch.no_grad()
 def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto",
            quality=None, nbytes=None, bpp=None, refine: float | None = None,
-           search: int = 0) -> bytes:
+           search: int = 0, search_z: bool = True) -> bytes:
     """Encode an image (PIL image or HxWx3 uint8 array) into .pic bytes.
 
     quality/nbytes/bpp keep only a prefix of the file (see prefix_length). refine: fraction of
     the y elements that get a refinement bit after all base symbols (default DEFAULT_REFINE for
     a model with an order table; 0 writes a format version 2 file, as before refinement).
     search: steps of encoder-side latent search (latent_search.py): a smaller file of better
-    quality for about one synthesis pass and its gradient per step; 0 (default): none."""
+    quality for about one synthesis pass and its gradient per step; 0 (default): none.
+    search_z: the search moves z too (_search_joint) on images small enough for it."""
     rt = runtime(model, device)
     if search < 0:
         raise CodecError(f"search steps must be >= 0, got {search}")
@@ -355,7 +397,9 @@ def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "au
     check_image_size(w, h)
     y = _analysis(rt, rgb)
     z_np = encoder_z(rt, y)
-    if search:
+    if search and search_z:
+        y, z_np = _search_joint(rt, rgb, y, z_np, search, refine_count(y.numel(), refine))
+    elif search:
         y = _search(rt, rgb, y, z_np, search, refine_count(y.numel(), refine))
     z_np, levels_in_order, symbols, residual = encoder_symbols(rt, y, z_np)
     symbols = entropy.clamp_y_symbols(symbols, levels_in_order, rt.models)

@@ -134,10 +134,11 @@ def describe_device(device: str) -> str:
 
 # ---- measuring -------------------------------------------------------------------------------
 def measure_ours(orig: Original, loaded, device: str, refine: float | None = None,
-                 search: int = 0) -> dict:
+                 search: int = 0, search_z: bool = True) -> dict:
     """One encode, decodes at every ladder step the file reaches and of the whole file."""
     t0 = time.perf_counter()
-    data = codec.encode(orig.rgb, model=loaded, device=device, refine=refine, search=search)
+    data = codec.encode(orig.rgb, model=loaded, device=device, refine=refine, search=search,
+                        search_z=search_z)
     t_enc = time.perf_counter() - t0
     min_len = len(codec.truncate(data, quality=0))  # the smallest decodable prefix
     points = []
@@ -255,7 +256,7 @@ class EvalResult:
 
 def run(dataset: Path, *, model=None, device: str = "auto", against=(), anchors: Path | None = None,
         reference: str | None = None, limit: int = 0, command: str = "", refine: float | None = None,
-        search: int = 0,
+        search: int = 0, search_z: bool = True,
         on_image: Callable[[str], None] | None = None,
         note: Callable[[str], None] | None = None) -> EvalResult:
     """Measure everything; no files written (see write_outputs)."""
@@ -294,7 +295,7 @@ def run(dataset: Path, *, model=None, device: str = "auto", against=(), anchors:
         except (OSError, codec.CodecError) as e:
             raise EvalError(f"{f}: {e}") from None
         orig = Original(rgb)
-        rec = measure_ours(orig, loaded, device, refine, search)
+        rec = measure_ours(orig, loaded, device, refine, search, search_z)
         ours.append({"file": f.name, "width": orig.width, "height": orig.height, **rec})
         for name in list(theirs):
             try:

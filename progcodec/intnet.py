@@ -149,3 +149,32 @@ class ScaleNetInt(nn.Module):
         a = self.l1(a).clamp(0, ACT_MAX).to(torch.float64)
         a = self.l2(a).clamp(0, ACT_MAX).to(torch.float64)
         return self.l3(a).clamp(0, self.levels - 1)
+
+
+class ScaleNetRelaxed(nn.Module):
+    """A float, differentiable stand-in for a ScaleNetInt, for encoder-side search only.
+
+    Same weights and divisors; each floor division becomes a straight-through floor, so on
+    integer z it gives the run-time index (up to float32 rounding of large sums) and a gradient
+    with respect to z. The real coder never uses it: the file's indexes come from ScaleNetInt."""
+
+    def __init__(self, net: ScaleNetInt):
+        super().__init__()
+        self.levels = net.levels
+        self.layers = []
+        for layer in (net.l1, net.l2, net.l3):
+            self.layers.append((layer.weight.float(), layer.bias.float().view(1, -1, 1, 1),
+                                layer.divisor.float().view(1, -1, 1, 1), layer.transposed,
+                                layer.stride, layer.k))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (1, C, h, w) float (need not be integer) -> float scale index in [0, levels-1]."""
+        a = z.float() * Z_GAIN
+        for i, (w, b, d, transposed, stride, k) in enumerate(self.layers):
+            if transposed:
+                acc = F.conv_transpose2d(a, w, None, stride, k // 2, stride - 1)
+            else:
+                acc = F.conv2d(a, w, None, stride, k // 2)
+            a = floor_ste((acc + b) / d)
+            a = a.clamp(0, ACT_MAX if i < 2 else self.levels - 1)
+        return a

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .model import gaussian_likelihood, lambda_of_keep
+from .model import coding_order, gaussian_likelihood, lambda_of_keep
 
 # The keep-fractions whose reconstructions the objective scores, and the lambdas of training
 # (progcodec-v12's card: lambda log-log from 0.0015 at q = 0.005 to 0.025 at q = 1). On the
@@ -108,3 +108,113 @@ def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: t
         before = objective(*hard(y0.float() - mu32), False)
         after = objective(*hard(y.detach() - mu32), False)
     return y.detach().to(y0.dtype) if after < before else y0
+
+
+# ---- joint search of y and z ---------------------------------------------------------------
+# With z free, the means, scales and order move too, so short prefixes (mostly means) can gain;
+# they need low keep-fractions in the objective.
+JOINT_KEEP_FRACTIONS = (0.01, 0.04, 0.15, 1.0)
+Z_LR = 0.3  # Adam step on z, in z symbols (0.15: a little worse, 0.5: much worse; docs/latent-search.md)
+
+
+def element_rank(scale_index: torch.Tensor, levels: int, order_rank) -> torch.Tensor:
+    """Each element's position in the coding order (model.coding_order), shaped as the input."""
+    order = coding_order(scale_index.reshape(-1), levels, order_rank)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return rank.view_as(scale_index)
+
+
+def z_bits(z: torch.Tensor, table: torch.Tensor, offset: torch.Tensor, size: torch.Tensor
+           ) -> torch.Tensor:
+    """Bits of z (1, C, h, w) under the coder's z tables (CodingTables.z_bits, z_offset,
+    z_size), interpolated linearly between integers so that they have a gradient; exact on
+    integer z within each channel's support (z outside it counts as the nearest end)."""
+    c = z.shape[1]
+    k = z[0].float() - offset.view(c, 1, 1).float()
+    k = torch.minimum(k.clamp_min(0), (size.view(c, 1, 1) - 1).float())
+    k0 = torch.floor(k.detach())
+    frac = k - k0
+    k0 = k0.long().view(c, -1)
+    k1 = (k0 + 1).clamp(max=table.shape[1] - 1)
+    b0, b1 = table.gather(1, k0).view_as(frac), table.gather(1, k1).view_as(frac)
+    return (b0 * (1 - frac) + b1 * frac).sum()
+
+
+def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
+                            scale_net: torch.nn.Module, hyper_exact, x: torch.Tensor,
+                            y0: torch.Tensor, z0: torch.Tensor, steps: int, *,
+                            z_table: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                            log_sigma: tuple[float, float], levels: int, order_rank,
+                            pixels: int, scored: tuple[int, int, int, int], refined: int = 0,
+                            lr: float = LR, z_lr: float = Z_LR,
+                            keep_fractions=JOINT_KEEP_FRACTIONS, bf16: bool = True
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, z) after `steps` Adam steps on both against the objective of search_latent, with
+    the bits of z added to every truncation; (y0, z0) where the real (hard-rounded, integer
+    scale net) result is not better. Whole images only: z moves the coding order of every
+    element, so there is no crop form.
+
+    g_s, h_mean: frozen float32 networks; scale_net: intnet.ScaleNetRelaxed; hyper_exact: the
+    run-time map from integer z (1,C,h,w) to (mu float32, scale index int64), both (1,M,h,w);
+    z_table: (CodingTables.z_bits(), z_offset, z_size); log_sigma: (log sigma of index 0,
+    log step between indexes); x (1,3,H,W) in [0,1]; y0 float (1,M,H/16,W/16); z0 int64
+    symbols within the tables' support. Returns y (float64) and z (int64)."""
+    lams = lambda_of_keep(torch.tensor(keep_fractions, dtype=torch.float64), LAMBDA_MIN,
+                          LAMBDA_MAX, Q_MIN).float().to(x.device)
+    whole = torch.tensor([q >= 1 for q in keep_fractions], device=x.device).view(-1, 1, 1, 1)
+    target = x[:, :, scored[0]:scored[1], scored[2]:scored[3]].float()
+    cl = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+    n_total = y0.numel()
+    kept = [math.ceil(q * n_total) for q in keep_fractions]
+
+    def objective(mu, idx, bits_z, y, rounding, autocast):
+        rank = element_rank(idx.detach().round().long(), levels, order_rank)[0]
+        masks = torch.stack([rank < k for k in kept])
+        sigma = torch.exp(log_sigma[0] + idx * log_sigma[1])
+        sym, sym_refined = rounding(y - mu)
+        bits = -torch.log2(gaussian_likelihood(sym, sigma))[0]
+        value = torch.where(whole & (rank < refined), sym_refined[0], sym[0])
+        y_in = torch.where(masks, mu[0] + value, mu[0]).contiguous(memory_format=cl)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            x_hat = g_s(y_in)
+        x_hat = x_hat.float()[:, :, scored[0]:scored[1], scored[2]:scored[3]]
+        mse = ((x_hat - target) ** 2).flatten(1).sum(1) / (3 * pixels)
+        bpp = (bits * masks).flatten(1).sum(1) / pixels + bits_z / pixels
+        return (bpp + lams * 255**2 * mse).sum()
+
+    def hard_objective(y, z_int):
+        mu, idx = hyper_exact(z_int)
+        def hard(r):
+            return torch.round(r), (torch.floor(2 * r) + 0.5) / 2
+        return objective(mu.float(), idx.float(), z_bits(z_int, *z_table), y.float(), hard,
+                         False)
+
+    y = y0.float().clone().requires_grad_(True)
+    z = z0.float().clone().requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [y], "lr": lr}, {"params": [z], "lr": z_lr}])
+    base_lr = [lr, z_lr]
+    for step in range(steps):
+        alpha = ALPHA_START * (ALPHA_END / ALPHA_START) ** (step / steps)
+        for group, lr0 in zip(opt.param_groups, base_lr):
+            group["lr"] = lr0 * (1 - step / steps)
+        zq = soft_round(z, alpha)
+        mu = h_mean(zq).float()
+        idx = scale_net(zq)
+
+        def soft(r):
+            return soft_round(r, alpha), (soft_round(2 * r - 0.5, alpha) + 0.5) / 2
+        loss = objective(mu, idx, z_bits(zq, *z_table), y, soft, bf16)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        table, offset, size = z_table
+        lo = offset.view(1, -1, 1, 1).long()
+        z_new = torch.minimum(torch.maximum(torch.round(z.detach()).long(), lo),
+                              lo + size.view(1, -1, 1, 1).long() - 1)
+        before = hard_objective(y0, z0)
+        after = hard_objective(y.detach(), z_new)
+    if after < before:
+        return y.detach().to(y0.dtype), z_new
+    return y0, z0

@@ -90,6 +90,15 @@ class CodingTables(nn.Module):
         n = int(self.z_size[c])
         return self.z_counts[c, :n].numpy(), int(self.z_offset[c])
 
+    def z_bits(self) -> torch.Tensor:
+        """-log2 P of every z symbol, float32 (C, width): entry [c, k] is symbol z_offset[c] + k;
+        entries past a channel's z_size are copies of its last one (for interpolation)."""
+        p = self.z_counts.double().clamp_min(1) / TABLE_TOTAL
+        bits = -torch.log2(p)
+        col = torch.arange(bits.shape[1]).view(1, -1)
+        last = (self.z_size.long() - 1).view(-1, 1)
+        return bits.gather(1, torch.minimum(col, last).expand_as(bits)).float()
+
     def y_row(self, level: int) -> tuple[np.ndarray, int]:
         """Counts of scale level `level` and its radius (symbols -radius..radius)."""
         r = int(self.y_radius[level])

@@ -18,5 +18,6 @@ boost = float(sys.argv[2])
 lambda_of_keep = latent_search.lambda_of_keep
 latent_search.lambda_of_keep = lambda q, *a: lambda_of_keep(q, *a) * torch.where(q < 0.2, boost, 1.0)
 latent_search.search_latent.__kwdefaults__["keep_fractions"] = fractions
-sys.argv = ["progcodec"] + sys.argv[3:]
+# the search of y alone, as it was for this study (--search-z became the default later)
+sys.argv = ["progcodec"] + sys.argv[3:] + ["--no-search-z"]
 cli.main()

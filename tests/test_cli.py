@@ -235,3 +235,18 @@ def test_output_files_follow_umask(tmp_path, pic):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "m.png").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_search_z_flag_reaches_the_encoder(tmp_path):
+    """`--search N` moves z by default; `--no-search-z` keeps the plain encoder's z."""
+    png = DATA / "kodim23_crop.png"
+    z_parts = {}
+    for name, extra in (("plain", []), ("y", ["--search", 3, "--no-search-z"]),
+                        ("yz", ["--search", 3])):
+        out = tmp_path / f"{name}.pic"
+        r = run("encode", png, "-o", out, *extra)
+        assert r.returncode == 0, r.stderr.decode()
+        data = out.read_bytes()
+        h = container.parse_header(data)
+        z_parts[name] = data[h.size:h.size + h.z_len]
+    assert z_parts["y"] == z_parts["plain"] != z_parts["yz"]

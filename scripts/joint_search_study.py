@@ -1,0 +1,19 @@
+"""progcodec eval with other settings of the joint search of y and z (encode --search-z, the
+default), for docs/latent-search.md.
+
+    python scripts/joint_search_study.py Z_LR FRACTIONS eval ARGS...
+
+Z_LR: Adam step on z (latent_search.Z_LR is the default); FRACTIONS: the keep-fractions the
+search scores, as JSON (e.g. '[0.01, 0.04, 0.15, 1.0]'). The rest is a progcodec command line,
+e.g. `eval ../shared/data/kodak -o runs/x --limit 4 --search 10`.
+"""
+import json
+import sys
+
+from progcodec import cli, latent_search
+
+defaults = latent_search.search_latent_and_hyper.__kwdefaults__
+defaults["z_lr"] = float(sys.argv[1])
+defaults["keep_fractions"] = tuple(json.loads(sys.argv[2]))
+sys.argv = ["progcodec"] + sys.argv[3:]
+cli.main()
