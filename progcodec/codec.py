@@ -305,30 +305,75 @@ def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, st
     return y
 
 
+# The joint search of y and z on large images: tiles of SEARCH_TILE pixels with JOINT_MARGIN
+# pixels (2 z positions) of context; the crop's own means and scales are trusted up to
+# JOINT_TRUST latents (1 z position) past the tile, where its hyper networks still see real z.
+JOINT_MARGIN = 128
+JOINT_TRUST = 4
+
+
 def _search_joint(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, steps: int,
                   refined: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    """(y, z symbols) after `steps` of joint search of y and z (latent_search.py), for images of
-    at most SEARCH_UNTILED_MAX padded pixels; larger ones get the search of y alone (_search)."""
+    """(y, z symbols) after `steps` of joint search of y and z (latent_search.py). Images of
+    more than SEARCH_UNTILED_MAX padded pixels are searched tile by tile, in raster order: each
+    tile's z and y move against the objective of its own pixels and bits (and those of the
+    latents around it whose means its z moves), in the whole image's coding order, which is
+    re-ranked at every step; the whole image's means and scales are updated after each tile."""
     h, w = rgb.shape[:2]
-    hp, wp = _padded_size(h, w)
-    if hp * wp > SEARCH_UNTILED_MAX:
-        return _search(rt, rgb, y, z_np, steps, refined), z_np
     with torch.no_grad():
         x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
         x = _pad(x.permute(2, 0, 1)[None].float() / 255)
     h_mean, scale_net, z_table = rt.hyper_search
     log_table = torch.log(rt.scale_table)
+    options = dict(z_table=z_table, log_sigma=(float(log_table[0]),
+                                               float(log_table[1] - log_table[0])),
+                   n_total=y.numel(), pixels=h * w, refined=refined)
 
-    def hyper_exact(z_int):
+    def exact(z_int):  # the run-time means and scale indexes of (a crop of) z
         mu, idx = rt.hyper(z_int)
-        return mu.view_as(y).float(), idx.view_as(y)
-    with torch.enable_grad():
-        y, z = latent_search.search_latent_and_hyper(
-            rt.g_s_search, h_mean, scale_net, hyper_exact, x, y,
-            torch.from_numpy(z_np)[None].to(rt.device), steps, z_table=z_table,
-            log_sigma=(float(log_table[0]), float(log_table[1] - log_table[0])),
-            levels=rt.levels, order_rank=rt.order_rank, pixels=h * w, scored=(0, h, 0, w),
-            refined=refined)
+        shape = (1, rt.y_channels, 4 * z_int.shape[2], 4 * z_int.shape[3])
+        return mu.view(shape).float(), idx.view(shape)
+
+    def rank_whole(idx):
+        return latent_search.element_rank(idx, rt.levels, rt.order_rank)
+    z = torch.from_numpy(z_np)[None].to(rt.device)
+    grid = tiling.tiles(x.shape[2], x.shape[3], SEARCH_TILE, margin=JOINT_MARGIN,
+                        untiled_max=SEARCH_UNTILED_MAX)
+    if len(grid) == 1:
+        with torch.enable_grad():
+            y, z = latent_search.search_latent_and_hyper(
+                rt.g_s_search, h_mean, scale_net, exact, x, y, z, steps, rank_of=rank_whole,
+                scored=(0, h, 0, w), **options)
+        return y, z[0].cpu().numpy()
+    y = y.clone()
+    with torch.no_grad():
+        mu_all, idx_all = exact(z)
+    for t in grid:
+        if t.y0 >= h or t.x0 >= w:
+            continue  # only padding
+        c, cz = t.scaled(16), t.scaled(64)
+        ycrop = (slice(None), slice(None), slice(c.cy0, c.cy1), slice(c.cx0, c.cx1))
+        zcrop = (slice(None), slice(None), slice(cz.cy0, cz.cy1), slice(cz.cx0, cz.cx1))
+        trusted = torch.zeros((c.cy1 - c.cy0, c.cx1 - c.cx0), dtype=torch.bool, device=y.device)
+        trusted[max(0, c.y0 - JOINT_TRUST - c.cy0):c.y1 + JOINT_TRUST - c.cy0,
+                max(0, c.x0 - JOINT_TRUST - c.cx0):c.x1 + JOINT_TRUST - c.cx0] = True
+        edge = 16 * (JOINT_TRUST - 2)  # pixels past the tile whose latents are all trusted
+        scored = (max(0, t.y0 - edge) - t.cy0, min(t.y1 + edge, h) - t.cy0,
+                  max(0, t.x0 - edge) - t.cx0, min(t.x1 + edge, w) - t.cx0)
+
+        def rank_of(idx_crop, ycrop=ycrop, trusted=trusted):
+            idx = idx_all.clone()
+            idx[ycrop] = torch.where(trusted, idx_crop, idx_all[ycrop])
+            return rank_whole(idx)[ycrop]
+        with torch.enable_grad():
+            y_t, z_t = latent_search.search_latent_and_hyper(
+                rt.g_s_search, h_mean, scale_net, exact, x[:, :, t.cy0:t.cy1, t.cx0:t.cx1],
+                y[ycrop], z[zcrop], steps, rank_of=rank_of, scored=scored,
+                free_z=(cz.y0 - cz.cy0, cz.y1 - cz.cy0, cz.x0 - cz.cx0, cz.x1 - cz.cx0),
+                context=(mu_all[ycrop], idx_all[ycrop], trusted), **options)
+        y[ycrop], z[zcrop] = y_t, z_t
+        with torch.no_grad():
+            mu_all, idx_all = exact(z)
     return y, z[0].cpu().numpy()
 
 
@@ -381,7 +426,7 @@ def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "au
     a model with an order table; 0 writes a format version 2 file, as before refinement).
     search: steps of encoder-side latent search (latent_search.py): a smaller file of better
     quality for about one synthesis pass and its gradient per step; 0 (default): none.
-    search_z: the search moves z too (_search_joint) on images small enough for it."""
+    search_z: the search moves z too (_search_joint)."""
     rt = runtime(model, device)
     if search < 0:
         raise CodecError(f"search steps must be >= 0, got {search}")

@@ -114,6 +114,7 @@ def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: t
 # With z free, the means, scales and order move too, so short prefixes (mostly means) can gain;
 # they need low keep-fractions in the objective.
 JOINT_KEEP_FRACTIONS = (0.01, 0.04, 0.15, 1.0)
+Z_WEIGHT = 2.0  # factor on the bits of z in the objective: z is paid by every prefix (docs/latent-search.md)
 Z_LR = 0.3  # Adam step on z, in z symbols (0.15: a little worse, 0.5: much worse; docs/latent-search.md)
 
 
@@ -145,31 +146,48 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
                             scale_net: torch.nn.Module, hyper_exact, x: torch.Tensor,
                             y0: torch.Tensor, z0: torch.Tensor, steps: int, *,
                             z_table: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                            log_sigma: tuple[float, float], levels: int, order_rank,
-                            pixels: int, scored: tuple[int, int, int, int], refined: int = 0,
-                            lr: float = LR, z_lr: float = Z_LR,
-                            keep_fractions=JOINT_KEEP_FRACTIONS, bf16: bool = True
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            log_sigma: tuple[float, float], rank_of, n_total: int, pixels: int,
+                            scored: tuple[int, int, int, int],
+                            free_z: tuple[int, int, int, int] | None = None,
+                            context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                            refined: int = 0, lr: float = LR, z_lr: float = Z_LR,
+                            z_weight: float = Z_WEIGHT, keep_fractions=JOINT_KEEP_FRACTIONS,
+                            bf16: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, z) after `steps` Adam steps on both against the objective of search_latent, with
-    the bits of z added to every truncation; (y0, z0) where the real (hard-rounded, integer
-    scale net) result is not better. Whole images only: z moves the coding order of every
-    element, so there is no crop form.
+    the bits of z (times z_weight) added to every truncation; (y0, z0) where the real
+    (hard-rounded, integer scale net) result is not better.
 
     g_s, h_mean: frozen float32 networks; scale_net: intnet.ScaleNetRelaxed; hyper_exact: the
-    run-time map from integer z (1,C,h,w) to (mu float32, scale index int64), both (1,M,h,w);
+    run-time map from integer z (1,C,h,w) to (mu float32, scale index int64), both (1,M,4h,4w);
     z_table: (CodingTables.z_bits(), z_offset, z_size); log_sigma: (log sigma of index 0,
-    log step between indexes); x (1,3,H,W) in [0,1]; y0 float (1,M,H/16,W/16); z0 int64
-    symbols within the tables' support. Returns y (float64) and z (int64)."""
+    log step between indexes); x (1,3,64h,64w) in [0,1]; y0 float (1,M,4h,4w); z0 int64
+    symbols within the tables' support; rank_of: integer scale indexes (1,M,4h,4w) -> each
+    element's position in the whole image's coding order (of n_total elements).
+
+    On a crop of a large image: only z in `free_z` (rows0, rows1, cols0, cols1, in z units)
+    and y above it move, and only their bits count; `context` = (mu, scale index, trusted):
+    the whole image's fixed values on the crop, used where `trusted` (bool (4h,4w)) is False,
+    as the crop's own hyper networks see zeros past its edge; y bits count wherever trusted,
+    as z moves their means. Bits and squared errors (on the pixels in `scored`) are divided
+    by the whole image's `pixels`. Returns y (float64) and z (int64)."""
     lams = lambda_of_keep(torch.tensor(keep_fractions, dtype=torch.float64), LAMBDA_MIN,
                           LAMBDA_MAX, Q_MIN).float().to(x.device)
     whole = torch.tensor([q >= 1 for q in keep_fractions], device=x.device).view(-1, 1, 1, 1)
     target = x[:, :, scored[0]:scored[1], scored[2]:scored[3]].float()
     cl = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
-    n_total = y0.numel()
     kept = [math.ceil(q * n_total) for q in keep_fractions]
+    fz = free_z or (0, z0.shape[2], 0, z0.shape[3])
+    z_free = torch.zeros_like(z0, dtype=torch.bool)
+    z_free[:, :, fz[0]:fz[1], fz[2]:fz[3]] = True
+    y_free = torch.zeros_like(y0, dtype=torch.bool)
+    y_free[:, :, 4 * fz[0]:4 * fz[1], 4 * fz[2]:4 * fz[3]] = True
+    y_counted = y_free[0] if context is None else context[2].expand_as(y0[0])
 
-    def objective(mu, idx, bits_z, y, rounding, autocast):
-        rank = element_rank(idx.detach().round().long(), levels, order_rank)[0]
+    def objective(mu, idx, z_value, y, rounding, autocast):
+        if context is not None:  # the whole image's values where the crop's are not right
+            mu = torch.where(context[2], mu, context[0])
+            idx = torch.where(context[2], idx, context[1].to(idx.dtype))
+        rank = rank_of(idx.detach().round().long())[0]
         masks = torch.stack([rank < k for k in kept])
         sigma = torch.exp(log_sigma[0] + idx * log_sigma[1])
         sym, sym_refined = rounding(y - mu)
@@ -180,15 +198,15 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
             x_hat = g_s(y_in)
         x_hat = x_hat.float()[:, :, scored[0]:scored[1], scored[2]:scored[3]]
         mse = ((x_hat - target) ** 2).flatten(1).sum(1) / (3 * pixels)
-        bpp = (bits * masks).flatten(1).sum(1) / pixels + bits_z / pixels
+        bits_z = z_weight * z_bits(z_value[:, :, fz[0]:fz[1], fz[2]:fz[3]], *z_table)
+        bpp = (bits * (masks & y_counted)).flatten(1).sum(1) / pixels + bits_z / pixels
         return (bpp + lams * 255**2 * mse).sum()
 
     def hard_objective(y, z_int):
         mu, idx = hyper_exact(z_int)
         def hard(r):
             return torch.round(r), (torch.floor(2 * r) + 0.5) / 2
-        return objective(mu.float(), idx.float(), z_bits(z_int, *z_table), y.float(), hard,
-                         False)
+        return objective(mu.float(), idx.float(), z_int, y.float(), hard, False)
 
     y = y0.float().clone().requires_grad_(True)
     z = z0.float().clone().requires_grad_(True)
@@ -204,15 +222,18 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
 
         def soft(r):
             return soft_round(r, alpha), (soft_round(2 * r - 0.5, alpha) + 0.5) / 2
-        loss = objective(mu, idx, z_bits(zq, *z_table), y, soft, bf16)
+        loss = objective(mu, idx, zq, y, soft, bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        y.grad.mul_(y_free)  # latents outside the free region are context only
+        z.grad.mul_(z_free)
         opt.step()
     with torch.no_grad():
         table, offset, size = z_table
         lo = offset.view(1, -1, 1, 1).long()
         z_new = torch.minimum(torch.maximum(torch.round(z.detach()).long(), lo),
                               lo + size.view(1, -1, 1, 1).long() - 1)
+        z_new = torch.where(z_free, z_new, z0)
         before = hard_objective(y0, z0)
         after = hard_objective(y.detach(), z_new)
     if after < before:

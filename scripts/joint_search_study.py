@@ -1,10 +1,11 @@
 """progcodec eval with other settings of the joint search of y and z (encode --search-z, the
 default), for docs/latent-search.md.
 
-    python scripts/joint_search_study.py Z_LR FRACTIONS eval ARGS...
+    python scripts/joint_search_study.py Z_LR FRACTIONS [Z_WEIGHT] eval ARGS...
 
 Z_LR: Adam step on z (latent_search.Z_LR is the default); FRACTIONS: the keep-fractions the
-search scores, as JSON (e.g. '[0.01, 0.04, 0.15, 1.0]'). The rest is a progcodec command line,
+search scores, as JSON (e.g. '[0.01, 0.04, 0.15, 1.0]'); Z_WEIGHT: factor on the bits of z
+in the objective (latent_search.Z_WEIGHT is the default). The rest is a progcodec command line,
 e.g. `eval ../shared/data/kodak -o runs/x --limit 4 --search 10`.
 """
 import json
@@ -15,5 +16,8 @@ from progcodec import cli, latent_search
 defaults = latent_search.search_latent_and_hyper.__kwdefaults__
 defaults["z_lr"] = float(sys.argv[1])
 defaults["keep_fractions"] = tuple(json.loads(sys.argv[2]))
-sys.argv = ["progcodec"] + sys.argv[3:]
+rest = sys.argv[3:]
+if rest[0] != "eval":
+    defaults["z_weight"] = float(rest.pop(0))
+sys.argv = ["progcodec"] + rest
 cli.main()

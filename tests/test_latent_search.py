@@ -58,7 +58,7 @@ def test_tiled_search_moves_every_tile(photo, monkeypatch):
         s = t.scaled(16)
         moved = (y - y0)[:, :, s.y0:s.y1, s.x0:s.x1].abs().amax()
         assert moved > 0.01, t
-    data = codec.encode(photo, search=5)
+    data = codec.encode(photo, search=5, search_z=False)
     assert z_part(data) == z_part(codec.encode(photo))
     assert whole_file_quality(photo, data) > 30
 
@@ -121,13 +121,25 @@ def test_joint_search_beats_the_plain_encoder_at_equal_bytes(photo, refine):
         assert whole_file_quality(photo, joint[:n]) > whole_file_quality(photo, plain[:n]) + 0.1, n
 
 
-def test_joint_search_falls_back_to_y_on_large_images(photo, monkeypatch):
-    """Above SEARCH_UNTILED_MAX pixels z stays (the search of y alone, tile by tile)."""
+def test_tiled_joint_search_moves_every_tile(photo, monkeypatch):
+    """With tiles forced (64 px), the search runs tile by tile: every tile's latents move, z
+    moves (the z part of the file changes), and the file beats the plain one at equal bytes."""
     monkeypatch.setattr(codec, "SEARCH_UNTILED_MAX", 0)
     monkeypatch.setattr(codec, "SEARCH_TILE", 64)
-    data = codec.encode(photo, search=3, search_z=True)
-    assert z_part(data) == z_part(codec.encode(photo))
-    assert data == codec.encode(photo, search=3)
+    rt = codec.runtime(progcodec.weights.DEFAULT_MODEL, "cpu")
+    with torch.no_grad():
+        y0 = codec._analysis(rt, photo)
+        z0 = codec.encoder_z(rt, y0)
+    y, z = codec._search_joint(rt, photo, y0, z0, 5)
+    assert z.shape == z0.shape == (rt.z_channels, 2, 3)  # one z position per 64 px tile
+    for i in range(2):
+        for j in range(3):
+            assert (y - y0)[:, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4].abs().amax() > 0.01, (i, j)
+    plain = codec.encode(photo)
+    joint = codec.encode(photo, search=5)
+    assert z_part(joint) != z_part(plain)
+    for n in (len(joint) // 3, len(joint)):
+        assert whole_file_quality(photo, joint[:n]) > whole_file_quality(photo, plain[:n]), n
 
 
 def test_search_z_without_steps_is_the_plain_encoder(tiny):
