@@ -137,20 +137,34 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+OBJECTIVE_ARGS = ("lambda_min", "lambda_max", "q_min", "patch", "batch")
+
+
+def objective_changes(saved_args: dict, args) -> list[str]:
+    """'name saved -> now' for each objective option in which this run differs from the run
+    that wrote an --init checkpoint (its args are stored as strings)."""
+    out = []
+    for k in OBJECTIVE_ARGS:
+        if k in saved_args and float(saved_args[k]) != float(getattr(args, k)):
+            out.append(f"{k} {saved_args[k]} -> {getattr(args, k)}")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", type=Path, help="folder of training photos (never Kodak)")
     ap.add_argument("--out", type=Path, required=True, help="run folder: checkpoint and log")
     ap.add_argument("--steps", type=int, default=20000, help="total optimizer steps")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--patch", type=int, default=128)
+    # defaults: the recipe of the shipped models' runs (progcodec-v12 to v14 cards)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--patch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=4e-4, help="peak learning rate (cosine decay)")
     ap.add_argument("--minutes", type=float, default=0,
                     help="time budget: the schedule follows elapsed time and stops at the budget "
                          "(for runs that must end with a session); 0: follow --steps")
     ap.add_argument("--warmup", type=int, default=500)
-    ap.add_argument("--lambda-min", type=float, default=0.002)
-    ap.add_argument("--lambda-max", type=float, default=0.035)
+    ap.add_argument("--lambda-min", type=float, default=0.0015)
+    ap.add_argument("--lambda-max", type=float, default=0.025)
     ap.add_argument("--q-min", type=float, default=0.005, help="smallest keep-fraction sampled")
     ap.add_argument("--finetune-decoder", action="store_true",
                     help="train only the decoder side (g_s, h_mean) on mostly small keep-fractions; "
@@ -206,6 +220,12 @@ def main(argv=None) -> int:
         else:
             saved = torch.load(args.init, map_location=device, weights_only=False)
             config, init_state = ModelConfig(**saved.get("config", {})), saved["model"]
+            changed = objective_changes(saved.get("args") or {}, args)
+            if changed:  # a continuation with another objective is rarely meant
+                msg = (f"note: --init {args.init} was trained with a different objective: "
+                       + ", ".join(changed))
+                print(msg, file=log)
+                print(msg, file=sys.stderr)
         # --config may add parts the initial weights lack (decoder_side) or widen the latent
         # (M, widen.py); it never reshapes anything else
         old_m = config.M

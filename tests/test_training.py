@@ -168,3 +168,23 @@ def test_colour_jitter_changes_colour_only():
     assert 20 < changed < 60
     for o in outs:
         assert np.abs(o.astype(float).mean(axis=2) - crop.astype(float).mean(axis=2)).max() <= 1.0
+
+
+def test_continuing_with_another_objective_is_noted(tmp_path, capsys):
+    """--init from a checkpoint trained with other lambdas or patches says so (a continuation
+    with the defaults once silently changed the objective of a whole run)."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(smooth_image(80, 96, seed=i)).save(data / f"p{i}.png")
+    common = ["--batch", "2", "--patch", "64", "--steps", "1", "--warmup", "1",
+              "--config", json.dumps({"N": 8, "M": 12, "H": 8})]
+    assert train.main([str(data), "--out", str(tmp_path / "a"), "--lambda-max", "0.03"] + common) == 0
+    init = ["--init", str(tmp_path / "a" / "checkpoint.pt")]
+    capsys.readouterr()
+    assert train.main([str(data), "--out", str(tmp_path / "b"), "--lambda-max", "0.03"] + init + common) == 0
+    assert "different objective" not in capsys.readouterr().err
+    assert train.main([str(data), "--out", str(tmp_path / "c")] + init + common) == 0
+    err = capsys.readouterr().err
+    assert "different objective: lambda_max 0.03 -> 0.025" in err
+    assert "different objective" in (tmp_path / "c" / "train.log").read_text()
