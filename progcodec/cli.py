@@ -181,8 +181,8 @@ def main():
                    "of them. Default: 0.")
 @click.option("--search-z/--no-search-z", default=True,
               help="Let the search move the hyper-latent z too, and with it the means, scales "
-                   "and coding order: short prefixes gain as well. Whole images up to 0.5 Mpx; "
-                   "larger ones search the latent alone, tile by tile. Default: on.")
+                   "and coding order: short prefixes gain as well, for about twice the time "
+                   "per step. Images above 0.5 Mpx are searched tile by tile. Default: on.")
 @_model_option
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary lines.")

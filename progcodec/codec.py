@@ -22,7 +22,7 @@ from . import container, entropy, latent_search, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .intnet import ScaleNetRelaxed
-from .model import STRIDE, coding_order, side_features
+from .model import STRIDE, coding_order, coding_rank, side_features
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
@@ -281,10 +281,7 @@ def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, st
     for them it is an approximation; no shipped model has one)."""
     with torch.no_grad():
         mu, idx = rt.hyper(torch.from_numpy(z_np)[None].to(rt.device))
-        order = coding_order(idx, rt.levels, rt.order_rank)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(order.numel(), device=order.device)
-        mu, rank = mu.view_as(y), rank.view_as(y)
+        mu, rank = mu.view_as(y), coding_rank(idx, rt.levels, rt.order_rank).view_as(y)
         sigma = rt.scale_table[idx].view_as(y)
         x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
         x = _pad(x.permute(2, 0, 1)[None].float() / 255)
@@ -335,7 +332,7 @@ def _search_joint(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarr
         return mu.view(shape).float(), idx.view(shape)
 
     def rank_whole(idx):
-        return latent_search.element_rank(idx, rt.levels, rt.order_rank)
+        return coding_rank(idx, rt.levels, rt.order_rank)
     z = torch.from_numpy(z_np)[None].to(rt.device)
     grid = tiling.tiles(x.shape[2], x.shape[3], SEARCH_TILE, margin=JOINT_MARGIN,
                         untiled_max=SEARCH_UNTILED_MAX)

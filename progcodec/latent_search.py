@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .model import coding_order, gaussian_likelihood, lambda_of_keep
+from .model import gaussian_likelihood, lambda_of_keep
 
 # The keep-fractions whose reconstructions the objective scores, and the lambdas of training
 # (progcodec-v12's card: lambda log-log from 0.0015 at q = 0.005 to 0.025 at q = 1). On the
@@ -116,14 +116,6 @@ def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: t
 JOINT_KEEP_FRACTIONS = (0.01, 0.04, 0.15, 1.0)
 Z_WEIGHT = 2.0  # factor on the bits of z in the objective: z is paid by every prefix (docs/latent-search.md)
 Z_LR = 0.3  # Adam step on z, in z symbols (0.15: a little worse, 0.5: much worse; docs/latent-search.md)
-
-
-def element_rank(scale_index: torch.Tensor, levels: int, order_rank) -> torch.Tensor:
-    """Each element's position in the coding order (model.coding_order), shaped as the input."""
-    order = coding_order(scale_index.reshape(-1), levels, order_rank)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=order.device)
-    return rank.view_as(scale_index)
 
 
 def z_bits(z: torch.Tensor, table: torch.Tensor, offset: torch.Tensor, size: torch.Tensor
@@ -229,10 +221,9 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
         z.grad.mul_(z_free)
         opt.step()
     with torch.no_grad():
-        table, offset, size = z_table
+        _, offset, size = z_table  # clamped to each channel's support, as entropy.clamp_z
         lo = offset.view(1, -1, 1, 1).long()
-        z_new = torch.minimum(torch.maximum(torch.round(z.detach()).long(), lo),
-                              lo + size.view(1, -1, 1, 1).long() - 1)
+        z_new = torch.round(z.detach()).long().clamp(lo, lo + size.view(1, -1, 1, 1).long() - 1)
         z_new = torch.where(z_free, z_new, z0)
         before = hard_objective(y0, z0)
         after = hard_objective(y.detach(), z_new)

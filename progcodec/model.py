@@ -66,6 +66,16 @@ def coding_order(scale_index: torch.Tensor, levels: int,
     return torch.argsort(key, dim=-1)
 
 
+def coding_rank(scale_index: torch.Tensor, levels: int,
+                order_rank: torch.Tensor | None = None) -> torch.Tensor:
+    """Each element's position in coding_order, shaped as `scale_index` (one image's
+    indexes, any shape, flattened in C,H,W order)."""
+    order = coding_order(scale_index.reshape(-1), levels, order_rank)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return rank.view_as(scale_index)
+
+
 ORDERS = ("scale", "table", "channel", "raster")
 
 

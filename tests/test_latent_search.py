@@ -41,15 +41,17 @@ def test_search_of_y_gives_a_smaller_better_file_with_the_same_z(photo, refine):
         progcodec.decode(searched[:n])
 
 
-def test_tiled_search_moves_every_tile(photo, monkeypatch):
-    """With tiles forced (64 px), each tile's latents move, and the file still decodes."""
+def forced_tiles(photo, monkeypatch):
+    """64 px search tiles on the photo crop (6 tiles); the runtime, its y and z."""
     monkeypatch.setattr(codec, "SEARCH_TILE", 64)
     monkeypatch.setattr(codec, "SEARCH_UNTILED_MAX", 0)
     rt = codec.runtime(progcodec.weights.DEFAULT_MODEL, "cpu")
     with torch.no_grad():
         y0 = codec._analysis(rt, photo)
-        z = codec.encoder_z(rt, y0)
-    y = codec._search(rt, photo, y0, z, 5)
+        return rt, y0, codec.encoder_z(rt, y0)
+
+
+def assert_every_tile_moved(photo, y, y0):
     h, w = photo.shape[:2]
     grid = [t for t in tiling.tiles(*codec._padded_size(h, w), 64, untiled_max=0)
             if t.y0 < h and t.x0 < w]
@@ -58,6 +60,12 @@ def test_tiled_search_moves_every_tile(photo, monkeypatch):
         s = t.scaled(16)
         moved = (y - y0)[:, :, s.y0:s.y1, s.x0:s.x1].abs().amax()
         assert moved > 0.01, t
+
+
+def test_tiled_search_moves_every_tile(photo, monkeypatch):
+    """With tiles forced (64 px), each tile's latents move, and the file still decodes."""
+    rt, y0, z = forced_tiles(photo, monkeypatch)
+    assert_every_tile_moved(photo, codec._search(rt, photo, y0, z, 5), y0)
     data = codec.encode(photo, search=5, search_z=False)
     assert z_part(data) == z_part(codec.encode(photo))
     assert whole_file_quality(photo, data) > 30
@@ -124,17 +132,10 @@ def test_joint_search_beats_the_plain_encoder_at_equal_bytes(photo, refine):
 def test_tiled_joint_search_moves_every_tile(photo, monkeypatch):
     """With tiles forced (64 px), the search runs tile by tile: every tile's latents move, z
     moves (the z part of the file changes), and the file beats the plain one at equal bytes."""
-    monkeypatch.setattr(codec, "SEARCH_UNTILED_MAX", 0)
-    monkeypatch.setattr(codec, "SEARCH_TILE", 64)
-    rt = codec.runtime(progcodec.weights.DEFAULT_MODEL, "cpu")
-    with torch.no_grad():
-        y0 = codec._analysis(rt, photo)
-        z0 = codec.encoder_z(rt, y0)
+    rt, y0, z0 = forced_tiles(photo, monkeypatch)
     y, z = codec._search_joint(rt, photo, y0, z0, 5)
     assert z.shape == z0.shape == (rt.z_channels, 2, 3)  # one z position per 64 px tile
-    for i in range(2):
-        for j in range(3):
-            assert (y - y0)[:, :, 4 * i:4 * i + 4, 4 * j:4 * j + 4].abs().amax() > 0.01, (i, j)
+    assert_every_tile_moved(photo, y, y0)
     plain = codec.encode(photo)
     joint = codec.encode(photo, search=5)
     assert z_part(joint) != z_part(plain)
