@@ -177,6 +177,12 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _padded_pixels(rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """HxWx3 uint8 -> (1, 3, Hp, Wp) in [0, 1] of `dtype` on `device`, padded by _pad."""
+    x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(device)
+    return _pad(x.permute(2, 0, 1)[None].to(dtype) / 255)
+
+
 # ---- prefix selection -------------------------------------------------------------------------
 def prefix_length(min_len: int, total: int, width: int, height: int, *, quality=None,
                   nbytes=None, bpp=None) -> int:
@@ -220,8 +226,7 @@ def _analysis(rt: _Runtime, rgb: np.ndarray) -> torch.Tensor:
     hp, wp = _padded_size(h, w)
     grid = tiling.tiles(hp, wp, tiling.ANALYSIS_TILE)
     if len(grid) == 1:  # the whole image, exactly as the untiled encoder always did
-        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
-        return rt.g_a64(_pad(x.permute(2, 0, 1)[None].to(torch.float64) / 255))
+        return rt.g_a64(_padded_pixels(rgb, rt.device, torch.float64))
     y = None
     for t in grid:
         # rows/columns past the image repeat its last one: the replicate padding of _pad
@@ -283,8 +288,7 @@ def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, st
         mu, idx = rt.hyper(torch.from_numpy(z_np)[None].to(rt.device))
         mu, rank = mu.view_as(y), coding_rank(idx, rt.levels, rt.order_rank).view_as(y)
         sigma = rt.scale_table[idx].view_as(y)
-        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
-        x = _pad(x.permute(2, 0, 1)[None].float() / 255)
+        x = _padded_pixels(rgb, rt.device, torch.float32)
     h, w = rgb.shape[:2]
     y = y.clone()
     for t in tiling.tiles(x.shape[2], x.shape[3], SEARCH_TILE, untiled_max=SEARCH_UNTILED_MAX):
@@ -318,8 +322,7 @@ def _search_joint(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarr
     re-ranked at every step; the whole image's means and scales are updated after each tile."""
     h, w = rgb.shape[:2]
     with torch.no_grad():
-        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(rt.device)
-        x = _pad(x.permute(2, 0, 1)[None].float() / 255)
+        x = _padded_pixels(rgb, rt.device, torch.float32)
     h_mean, scale_net, z_table = rt.hyper_search
     log_table = torch.log(rt.scale_table)
     options = dict(z_table=z_table, log_sigma=(float(log_table[0]),

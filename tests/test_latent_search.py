@@ -146,7 +146,6 @@ def test_tiled_joint_search_searches_every_tile(photo, monkeypatch):
         return search(g_s, h_mean, scale_net, exact, x, *args, **kwargs)
     monkeypatch.setattr(latent_search, "search_latent_and_hyper", spy)
     y, z = codec._search_joint(rt, photo, y0, z0, 5)
-    monkeypatch.setattr(latent_search, "search_latent_and_hyper", search)
     assert crops == [(t.cy1 - t.cy0, t.cx1 - t.cx0)
                      for t in photo_tiles(photo, margin=codec.JOINT_MARGIN)]
     assert z.shape == z0.shape == (rt.z_channels, 2, 3)  # one z position per 64 px tile
