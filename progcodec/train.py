@@ -114,16 +114,19 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def train_step(model, opt, x: torch.Tensor, keep: torch.Tensor, lam_min: float, lam_max: float,
-               q_min: float, bf16: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               q_min: float, bf16: bool = True, z_weight: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimizer step on batch x with keep-fractions keep (bf16 autocast unless bf16=False).
-    `model` may be a torch.compile wrapper. Returns the loss and the per-image bpp and MSE,
-    detached."""
+    z_weight scales the z bits in the loss (1: the true rate). `model` may be a torch.compile
+    wrapper. Returns the loss and the per-image bpp (true rate) and MSE, detached."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(x, keep)
     mse = ((out["x_hat"].float() - x) ** 2).flatten(1).mean(1)
-    bpp = out["bits"] / (x.shape[2] * x.shape[3])
+    pixels = x.shape[2] * x.shape[3]
+    bpp = out["bits"] / pixels
+    bpp_objective = bpp + (z_weight - 1.0) * out["bits_z"] / pixels
     lam = lambda_of_keep(keep, lam_min, lam_max, q_min)
-    loss = (bpp + lam * 255**2 * mse).mean() + out["range_penalty"]
+    loss = (bpp_objective + lam * 255**2 * mse).mean() + out["range_penalty"]
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -137,7 +140,7 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-OBJECTIVE_ARGS = ("lambda_min", "lambda_max", "q_min", "patch", "batch")
+OBJECTIVE_ARGS = ("lambda_min", "lambda_max", "q_min", "patch", "batch", "z_weight")
 
 
 def objective_changes(saved_args: dict, args) -> list[str]:
@@ -166,6 +169,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lambda-min", type=float, default=0.0015)
     ap.add_argument("--lambda-max", type=float, default=0.025)
     ap.add_argument("--q-min", type=float, default=0.005, help="smallest keep-fraction sampled")
+    ap.add_argument("--z-weight", type=float, default=1.0,
+                    help="weight of the z bits in the loss (1: the true rate); above 1 asks for a "
+                         "cheaper z, the part every prefix pays")
     ap.add_argument("--finetune-decoder", action="store_true",
                     help="train only the decoder side (g_s, h_mean) on mostly small keep-fractions; "
                          "the encoder side, z density and scale net stay frozen")
@@ -304,7 +310,7 @@ def main(argv=None) -> int:
             memory_format=torch.channels_last)
         keep = sample_keep(args.batch, args.q_min, rng, args.finetune_decoder).to(device)
         loss, bpp, mse = train_step(model, opt, x, keep, args.lambda_min, args.lambda_max,
-                                    args.q_min, args.precision == "bf16")
+                                    args.q_min, args.precision == "bf16", args.z_weight)
         step += 1
 
         full = keep >= 1.0

@@ -188,3 +188,23 @@ def test_continuing_with_another_objective_is_noted(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "different objective: lambda_max 0.03 -> 0.025" in err
     assert "different objective" in (tmp_path / "c" / "train.log").read_text()
+
+
+def test_z_weight_scales_only_the_z_bits_of_the_loss():
+    """--z-weight w adds (w - 1) x z bits/pixel to each image's loss; the reported bpp stays the
+    true rate."""
+    torch.manual_seed(0)
+    m = ProgressiveModel(ModelConfig(N=8, M=12, H=8))
+    opt = torch.optim.SGD(m.parameters(), lr=0.0)  # no update: both calls see the same weights
+    x = torch.rand(2, 3, 64, 64)
+    keep = torch.tensor([1.0, 0.1])
+    runs = {}
+    for w in (1.0, 1.5):
+        torch.manual_seed(1)  # the same quantization noise in both passes
+        runs[w] = train.train_step(m, opt, x, keep, 0.002, 0.03, 0.005, bf16=False, z_weight=w)
+    torch.manual_seed(1)
+    bits_z = m(x, keep)["bits_z"].detach()
+    assert torch.equal(runs[1.0][1], runs[1.5][1])
+    expected = 0.5 * (bits_z / (64 * 64)).mean()
+    assert expected > 0
+    assert (runs[1.5][0] - runs[1.0][0]).item() == pytest.approx(expected.item(), rel=0.02)  # float32 loss of ~375
