@@ -5,6 +5,8 @@
 # installed and the v15 baselines evaluated (runs/eval-{kodak,val}-v15, with --against jpeg2000).
 #
 #   bash scripts/z_weight_probe.sh [RUN_A] [RUN_B] [STEP]   # default: v18c v18z 002000
+# The exports are named RUN-2k whatever STEP is: the model name is written into every file's
+# header, so a longer name adds bytes to every prefix and moves the figures docs/ablation.md gives.
 set -euo pipefail
 A="${1:-v18c}"; B="${2:-v18z}"; STEP="${3:-002000}"
 KODAK="${PROGCODEC_KODAK:-../shared/data/kodak}"
