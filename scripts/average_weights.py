@@ -19,20 +19,23 @@ def main(argv=None) -> int:
     ap.add_argument("snapshots", type=Path, nargs="+")
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args(argv)
-    ckpts = [torch.load(p, map_location="cpu", weights_only=False) for p in args.snapshots]
-    config = ckpts[-1]["config"]
-    if any(c["config"] != config for c in ckpts):
-        raise SystemExit("error: the snapshots have different configs")
-    states = [c["model"] for c in ckpts]
-    averaged = {}
-    for name, last in states[-1].items():
-        if last.is_floating_point():
-            averaged[name] = torch.stack([s[name].double() for s in states]).mean(0).to(last.dtype)
+    # A running sum, so that only one snapshot (with its optimizer state) is in memory at a time.
+    total, config, steps = None, None, []
+    for path in args.snapshots:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if config is not None and ckpt["config"] != config:
+            raise SystemExit(f"error: {path} has another config than {args.snapshots[0]}")
+        config, state = ckpt["config"], ckpt["model"]
+        steps.append(ckpt["step"])
+        if total is None:
+            total = {name: t.double() if t.is_floating_point() else t for name, t in state.items()}
         else:
-            averaged[name] = last
-    torch.save({"model": averaged, "step": ckpts[-1]["step"], "config": config}, args.output)
-    print(f"{args.output}: mean of {len(states)} snapshots (steps "
-          f"{', '.join(str(c['step']) for c in ckpts)})")
+            for name, t in state.items():
+                total[name] = total[name] + t.double() if t.is_floating_point() else t
+    averaged = {name: t.div(len(steps)).to(state[name].dtype) if t.is_floating_point() else t
+                for name, t in total.items()}
+    torch.save({"model": averaged, "step": steps[-1], "config": config}, args.output)
+    print(f"{args.output}: mean of {len(steps)} snapshots (steps {', '.join(map(str, steps))})")
     return 0
 
 
