@@ -105,6 +105,24 @@ def test_keep_fraction_masks_by_rank():
     assert torch.isfinite(out["x_hat"]).all()
 
 
+def test_keep_fraction_sampling_shares():
+    """--q-one sets the share at q = 1; --q-low moves that share of the rest into [q_min, 0.05]."""
+    import random
+    n = 4000
+    plain = train.sample_keep(n, 0.005, random.Random(1))
+    low = train.sample_keep(n, 0.005, random.Random(1), q_one=0.1, q_low=0.5)
+    assert abs(float((plain == 1).float().mean()) - 0.25) < 0.03
+    assert abs(float((low == 1).float().mean()) - 0.10) < 0.03
+    assert float(plain.min()) >= 0.005 and float(low.min()) >= 0.005
+    # log-uniform over [0.005, 1]: P(q < 0.05 | q < 1) = log(10) / log(200) = 0.43;
+    # with half of the rest in [0.005, 0.05]: 0.5 + 0.5 * 0.43 = 0.72
+    for ks, want in ((plain, 0.435), (low, 0.717)):
+        rest = ks[ks < 1]
+        assert abs(float((rest < train.LOW_KEEP).float().mean()) - want) < 0.04
+    only_low = train.sample_keep(200, 0.005, random.Random(2), q_one=0.0, q_low=1.0)
+    assert float(only_low.max()) <= train.LOW_KEEP
+
+
 def test_lambda_schedule_endpoints():
     q = torch.tensor([0.005, 1.0, 0.0707])
     lam = train.lambda_of_keep(q, 0.002, 0.032, 0.005)
