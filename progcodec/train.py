@@ -2,10 +2,11 @@
 
 Random crops of a folder of photos; every image of a batch gets its own keep-fraction q (by
 default 25% q = 1, the rest log-uniform down to q_min; --q-one and --q-low reweight); loss = sum
-over images of bits/pixel(q) + lambda(q) * 255^2 * MSE(q), with lambda log-log interpolated between --lambda-min at q_min and
---lambda-max at q = 1. bf16 autocast with channels_last, on CPU (AMX) or CUDA when present.
-A checkpoint (model + optimizer) is written every few minutes and on exit; rerunning the same
-command resumes from it. `python -m progcodec.export` turns a checkpoint into shipped weights.
+over images of bits/pixel(q) + lambda(q) * 255^2 * MSE(q), with lambda log-log interpolated
+between --lambda-min at q_min and --lambda-max at q = 1. bf16 autocast with channels_last, on
+CPU (AMX) or CUDA when present. A checkpoint (model + optimizer) is written every few minutes
+and on exit; rerunning the same command resumes from it. `python -m progcodec.export` turns a
+checkpoint into shipped weights.
 """
 from __future__ import annotations
 
@@ -84,6 +85,11 @@ def colour_jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return crop
 
 
+# upper end of --q-low's band: about 0.15 bpp on Kodak with progcodec-v18 (mean keep-fraction
+# 0.050 at the 0.15 bpp cut, runs/eval-kodak-v18-re)
+LOW_KEEP = 0.05
+
+
 def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False,
                 q_one: float = 0.25, q_low: float = 0.0) -> torch.Tensor:
     """Keep-fractions: a share q_one at q = 1, the rest log-uniform in [q_min, 1]; with q_low > 0,
@@ -102,11 +108,6 @@ def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False
             return log_uniform(q_min, LOW_KEEP)
         return log_uniform(q_min, 1.0)
     return torch.tensor([one() for _ in range(n)])
-
-
-# upper end of --q-low's band: about 0.15 bpp on Kodak with progcodec-v18 (mean keep-fraction
-# 0.050 at the 0.15 bpp cut, runs/eval-kodak-v18-re)
-LOW_KEEP = 0.05
 
 
 def param_groups(model: ProgressiveModel, side_lr_mult: float) -> list[dict]:
@@ -154,7 +155,8 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-OBJECTIVE_ARGS = ("lambda_min", "lambda_max", "q_min", "q_one", "q_low", "patch", "batch", "z_weight")
+OBJECTIVE_ARGS = ("lambda_min", "lambda_max", "q_min", "q_one", "q_low", "patch", "batch",
+                  "z_weight")
 
 
 def objective_changes(saved_args: dict, args) -> list[str]:
@@ -186,8 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--q-one", type=float, default=0.25,
                     help="share of the batch trained at keep-fraction 1 (the whole file)")
     ap.add_argument("--q-low", type=float, default=0.0,
-                    help="share of the other keep-fractions drawn from [q-min, 0.05] instead of "
-                         "[q-min, 1] (0: plain log-uniform)")
+                    help=f"share of the other keep-fractions drawn from [q-min, {LOW_KEEP}] instead "
+                         "of [q-min, 1] (0: plain log-uniform)")
     ap.add_argument("--z-weight", type=float, default=1.0,
                     help="weight of the z bits in the loss (1: the true rate); above 1 asks for a "
                          "cheaper z, the part every prefix pays")

@@ -1,5 +1,6 @@
 """Training, export and the integer scale network's agreement with its training emulation."""
 import json
+import random
 
 import numpy as np
 import pytest
@@ -107,7 +108,6 @@ def test_keep_fraction_masks_by_rank():
 
 def test_keep_fraction_sampling_shares():
     """--q-one sets the share at q = 1; --q-low moves that share of the rest into [q_min, 0.05]."""
-    import random
     n = 4000
     plain = train.sample_keep(n, 0.005, random.Random(1))
     low = train.sample_keep(n, 0.005, random.Random(1), q_one=0.1, q_low=0.5)
