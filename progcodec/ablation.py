@@ -126,7 +126,7 @@ def measure_image(rgb: np.ndarray, loaded: LoadedModel, order_kind: str,
         keep = torch.from_numpy(perm[:k])
         y_hat[keep] += torch.from_numpy(sym[perm[:k]]).to(torch.float64)
         out = codec._synthesis(rt, y_hat.view(1, *shape).float(), h, w,
-                               rt.side(keep, idx, (1, *shape)))
+                               rt.side(keep, idx, (1, *shape)), received=k)
         used = base_bits + (cum[k - 1] if k else 0.0)
         results.append({"target": budget / px, "bpp": used / px, "psnr": psnr(out, rgb),
                         "elements": k, "whole": budget == total_bits})

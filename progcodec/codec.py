@@ -22,7 +22,7 @@ from . import container, entropy, latent_search, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .intnet import ScaleNetRelaxed
-from .model import STRIDE, coding_order, coding_rank, side_features
+from .model import STRIDE, Synthesis, coding_order, coding_rank, side_features
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
@@ -60,10 +60,17 @@ class _Runtime:
         self.h_mean64 = copy.deepcopy(m.h_mean).double().to(device).eval()
         self.scale_net = copy.deepcopy(m.scale_net).to(device)
         self.g_s = copy.deepcopy(m.synthesis_net()).float().to(device).eval()
+        # the synthesis of short prefixes (model.ModelConfig.low_synthesis_keep), or None
+        self.low_keep = m.config.low_synthesis_keep
+        self.g_s_low = (None if m.g_s_low is None else
+                        Synthesis(copy.deepcopy(m.g_s_low), None).float().to(device).eval())
         if device.type == "cpu":
             self.g_s = self.g_s.to(memory_format=torch.channels_last)
+            if self.g_s_low is not None:
+                self.g_s_low = self.g_s_low.to(memory_format=torch.channels_last)
         self.scale_table = m.config.scale_table().to(device)  # sigma of each scale index
         self._g_s_search = None
+        self._g_s_low_search = None
         self._hyper_search = None
 
     @property
@@ -72,6 +79,13 @@ class _Runtime:
         if self._g_s_search is None:
             self._g_s_search = latent_search.frozen_copy(self.g_s.g_s)
         return self._g_s_search
+
+    @property
+    def g_s_low_search(self):
+        """g_s_low for latent search (None for models without one), built on first use."""
+        if self._g_s_low_search is None and self.g_s_low is not None:
+            self._g_s_low_search = latent_search.frozen_copy(self.g_s_low.g_s)
+        return self._g_s_low_search
 
     @property
     def hyper_search(self):
@@ -90,6 +104,14 @@ class _Runtime:
         mu = self.h_mean64(z_sym.to(torch.float64))
         idx = self.scale_net(z_sym)
         return mu.reshape(-1), idx.reshape(-1)
+
+    def synthesis_for(self, received: int | None, total: int):
+        """The synthesis for a prefix with `received` of `total` y elements (None: all): g_s_low
+        below the model's low_synthesis_keep, else g_s. Integers and one float product: the
+        same choice on every machine."""
+        if self.g_s_low is not None and received is not None and received < self.low_keep * total:
+            return self.g_s_low
+        return self.g_s
 
     def side(self, sent: torch.Tensor, idx: torch.Tensor, shape) -> torch.Tensor | None:
         """The synthesis side input (model.side_features) for a model that has one, else None.
@@ -243,16 +265,18 @@ def _analysis(rt: _Runtime, rgb: np.ndarray) -> torch.Tensor:
 
 
 def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int,
-               side: torch.Tensor | None = None) -> np.ndarray:
+               side: torch.Tensor | None = None, received: int | None = None) -> np.ndarray:
     """y_hat (1, M, Hp/16, Wp/16) float32 -> HxWx3 uint8; g_s runs on overlapping latent tiles
     on large images, so only y_hat and the output image are full-size. side: the synthesis side
-    input of a decoder_side model (_Runtime.side; None: every element received)."""
+    input of a decoder_side model (_Runtime.side; None: every element received). received: how
+    many y elements the prefix carried (None: all), which picks the synthesis network."""
+    g_s = rt.synthesis_for(received, y_hat.numel())
     grid = tiling.tiles(16 * y_hat.shape[2], 16 * y_hat.shape[3], tiling.SYNTHESIS_TILE)
     cl = torch.channels_last if rt.device.type == "cpu" else torch.contiguous_format
     if len(grid) == 1:
         y_hat = y_hat.contiguous(memory_format=cl)
         side = None if side is None else side.contiguous(memory_format=cl)
-        x_hat = rt.g_s(y_hat, side).clamp_(0, 1)[0, :, :height, :width]
+        x_hat = g_s(y_hat, side).clamp_(0, 1)[0, :, :height, :width]
         return (x_hat * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     out = np.empty((height, width, 3), dtype=np.uint8)
     for t in grid:
@@ -261,7 +285,7 @@ def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int,
         s = t.scaled(16)
         yt = y_hat[:, :, s.cy0:s.cy1, s.cx0:s.cx1].contiguous(memory_format=cl)
         st = None if side is None else side[:, :, s.cy0:s.cy1, s.cx0:s.cx1].contiguous(memory_format=cl)
-        xt = rt.g_s(yt, st).clamp_(0, 1)
+        xt = g_s(yt, st).clamp_(0, 1)
         y1, x1 = min(t.y1, height), min(t.x1, width)
         xt = xt[0, :, t.y0 - t.cy0:y1 - t.cy0, t.x0 - t.cx0:x1 - t.cx0]
         out[t.y0:y1, t.x0:x1] = (xt * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -302,7 +326,7 @@ def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, st
             y[crop] = latent_search.search_latent(
                 rt.g_s_search, x[:, :, t.cy0:t.cy1, t.cx0:t.cx1], y[crop], mu[crop], sigma[crop],
                 rank[crop], steps, n_total=y.numel(), pixels=h * w, free=free, scored=scored,
-                refined=refined)
+                refined=refined, g_s_low=rt.g_s_low_search, low_keep=rt.low_keep)
     return y
 
 
@@ -327,7 +351,8 @@ def _search_joint(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarr
     log_table = torch.log(rt.scale_table)
     options = dict(z_table=z_table, log_sigma=(float(log_table[0]),
                                                float(log_table[1] - log_table[0])),
-                   n_total=y.numel(), pixels=h * w, refined=refined)
+                   n_total=y.numel(), pixels=h * w, refined=refined,
+                   g_s_low=rt.g_s_low_search, low_keep=rt.low_keep)
 
     def exact(z_int):  # the run-time means and scale indexes of (a crop of) z
         mu, idx = rt.hyper(z_int)
@@ -533,7 +558,7 @@ def decode_detailed(data: bytes, *, quality=None, nbytes=None, bpp=None,
     the shipped model named in the file."""
     rt = runtime_for_file(container.parse_header(data).model_name, model, device)
     lat = _decode_latent(data, rt, strict, quality=quality, nbytes=nbytes, bpp=bpp)
-    rgb = _synthesis(rt, lat.y_hat, lat.header.height, lat.header.width, lat.side)
+    rgb = _synthesis(rt, lat.y_hat, lat.header.height, lat.header.width, lat.side, lat.decoded)
     return Decoded(Image.fromarray(rgb, "RGB"), lat.bytes_used, lat.decoded, lat.total, lat.warnings,
                    lat.refined, lat.header.refined)
 

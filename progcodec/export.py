@@ -9,6 +9,7 @@ training-only tensors (z density, float scale net) that let `train --init` resum
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -74,8 +75,17 @@ def main(argv=None) -> int:
                     help="raise the channel gains to this power before ranking: 1 as measured, "
                          "0 every channel equal (scale order, still in a table so that the "
                          "refinement pass of format version 3 applies)")
+    ap.add_argument("--low-keep", type=float,
+                    help="for a model with a synthesis of short prefixes (g_s_low): the fraction "
+                         "of y elements below which the decoder uses it, if not the threshold it "
+                         "was trained with (e.g. where the two syntheses measure equal: "
+                         "scripts/low_synthesis_switch.py)")
     args = ap.parse_args(argv)
     trained = load_trained(args.checkpoint)
+    if args.low_keep is not None:
+        if trained.g_s_low is None:
+            raise SystemExit(f"--low-keep: {args.checkpoint} has no g_s_low")
+        trained.config = dataclasses.replace(trained.config, low_synthesis_keep=args.low_keep)
     crops = None
     if args.order_images:
         from .train import list_images

@@ -34,6 +34,17 @@ class ModelConfig:
     # The synthesis also sees, per y element, whether it was received and the scale index of
     # those that were not (side_features): the decoder knows both, so this costs no bits.
     decoder_side: bool = False
+    # A second synthesis, g_s_low, for prefixes that carry fewer than this fraction of the y
+    # elements (0: none). One network serving every cut trades the short prefixes against the
+    # long ones; this one is trained on short prefixes alone, under frozen encoder and hyper
+    # networks, so the bitstream and the long prefixes do not change.
+    low_synthesis_keep: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.low_synthesis_keep < 1.0:
+            raise ValueError(f"low_synthesis_keep {self.low_synthesis_keep} is not in [0, 1)")
+        if self.low_synthesis_keep and self.decoder_side:
+            raise ValueError("low_synthesis_keep and decoder_side cannot be combined")
 
     def scale_table(self) -> torch.Tensor:
         """sigma of every scale index, float64: log-spaced from scale_min to scale_max."""
@@ -165,6 +176,12 @@ class ProgressiveModel(nn.Module):
             deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
             deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
             deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3))
+        self.g_s_low = None
+        if c.low_synthesis_keep:
+            self.g_s_low = nn.Sequential(
+                deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
+                deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
+                deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3))
         self.g_s_side = None
         if c.decoder_side:
             self.g_s_side = deconv(2 * c.M, c.N, bias=False)  # g_s[0] has the bias
@@ -215,12 +232,25 @@ class ProgressiveModel(nn.Module):
         y_in = torch.where(mask, y_hat, mu)
         side = (side_features(mask, flat_idx.view_as(y), self.config.levels)
                 if self.g_s_side is not None else None)
-        x_hat = self.synthesis_net()(y_in, side)
+        low = self.uses_low_synthesis(keep.to(x.device))
+        if low is None:
+            x_hat = self.synthesis_net()(y_in, side)
+        else:  # each image through the synthesis its prefix length selects
+            x_hat = torch.cat([self.g_s_low(y_in[low]), self.g_s(y_in[~low])])
+            x_hat = x_hat[torch.argsort(torch.cat([low.nonzero(), (~low).nonzero()])[:, 0])]
 
         bits_y = -(torch.log2(y_lik) * mask).flatten(1).sum(1)
         bits_z = -torch.log2(z_lik).flatten(1).sum(1)
         return {"x_hat": x_hat, "bits": bits_y + bits_z, "bits_z": bits_z,
                 "range_penalty": range_penalty}
+
+    def uses_low_synthesis(self, keep: torch.Tensor) -> torch.Tensor | None:
+        """Which images of a batch go through g_s_low (keep: their fractions of y elements);
+        None when none does."""
+        if self.g_s_low is None:
+            return None
+        low = keep < self.config.low_synthesis_keep
+        return low if bool(low.any()) else None
 
     # ---- run time (codec.py uses these) --------------------------------------------------
     def analysis(self, x: torch.Tensor):

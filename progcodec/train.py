@@ -196,6 +196,15 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-decoder", action="store_true",
                     help="train only the decoder side (g_s, h_mean) on mostly small keep-fractions; "
                          "the encoder side, z density and scale net stay frozen")
+    ap.add_argument("--synthesis-keep-max", type=float, default=0.0,
+                    help="train only the synthesis of short prefixes (g_s_low, added with --config "
+                         "'{\"low_synthesis_keep\": Q}' as a copy of g_s; else g_s itself) on "
+                         "keep-fractions log-uniform in [q-min, this], under frozen encoder "
+                         "and hyper networks (0: off)")
+    ap.add_argument("--synthesis-keep-min", type=float, default=0.0,
+                    help="train only g_s of a model with g_s_low, on the prefixes it serves: "
+                         "--q-one of the batch at keep-fraction 1, the rest log-uniform in "
+                         "[this, 1]; this must be at least the model's low_synthesis_keep (0: off)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
                     help="bf16: autocast (AMX on CPU, tensor cores on CUDA), the entropy model "
@@ -269,9 +278,11 @@ def main(argv=None) -> int:
         print(f"resumed from {ckpt_path} at step {step}", file=log)
     elif init_state is not None:
         missing, unexpected = model.load_state_dict(init_state, strict=False)
-        if unexpected or any(not k.startswith("g_s_side.") for k in missing):
+        if unexpected or any(not k.startswith(("g_s_side.", "g_s_low.")) for k in missing):
             raise SystemExit(f"--init {args.init} does not fit this model: missing {missing}, "
                              f"unexpected {unexpected}")
+        if any(k.startswith("g_s_low.") for k in missing):  # added: start as a copy of g_s
+            model.g_s_low.load_state_dict(model.g_s.state_dict())
         print(f"initialised from {args.init}" + (f" (new: {missing})" if missing else ""), file=log)
 
     if args.finetune_decoder:
@@ -282,6 +293,30 @@ def main(argv=None) -> int:
             p.requires_grad_(True)
         opt = torch.optim.Adam(trainable, lr=args.lr)
         if ckpt_path.exists() and len(state["optimizer"]["param_groups"][0]["params"]) == len(trainable):
+            opt.load_state_dict(state["optimizer"])
+
+    if args.synthesis_keep_max or args.synthesis_keep_min:
+        # Only one synthesis trains: the one of short prefixes (g_s_low when the model has one,
+        # else g_s) with --synthesis-keep-max, the main one with --synthesis-keep-min. The rate
+        # terms do not reach it, so its loss is lambda(q) * MSE over the prefixes it serves.
+        if args.synthesis_keep_max and args.synthesis_keep_min:
+            raise SystemExit("--synthesis-keep-max and --synthesis-keep-min train different "
+                             "networks: give one")
+        if model.g_s_low is not None and args.synthesis_keep_max > config.low_synthesis_keep:
+            raise SystemExit(f"--synthesis-keep-max {args.synthesis_keep_max} is above the "
+                             f"model's low_synthesis_keep {config.low_synthesis_keep}")
+        if args.synthesis_keep_min and not (
+                model.g_s_low is not None and args.synthesis_keep_min >= config.low_synthesis_keep):
+            raise SystemExit(f"--synthesis-keep-min needs a model with g_s_low whose "
+                             f"low_synthesis_keep is at most {args.synthesis_keep_min}")
+        prefix = "g_s_low." if model.g_s_low is not None and args.synthesis_keep_max else "g_s."
+        trainable = [p for n, p in model.named_parameters() if n.startswith(prefix)]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in trainable:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(trainable, lr=args.lr)
+        if state is not None:
             opt.load_state_dict(state["optimizer"])
 
     model.mask_order = args.order
@@ -329,8 +364,15 @@ def main(argv=None) -> int:
             g["lr"] = lr * g.get("lr_mult", 1.0)
         x = sampler.batch(args.batch).to(device).float().div_(255).contiguous(
             memory_format=torch.channels_last)
-        keep = sample_keep(args.batch, args.q_min, rng, args.finetune_decoder,
-                           args.q_one, args.q_low).to(device)
+        if args.synthesis_keep_max or args.synthesis_keep_min:
+            lo, hi = ((args.q_min, args.synthesis_keep_max) if args.synthesis_keep_max else
+                      (args.synthesis_keep_min, 1.0))
+            keep = torch.tensor([1.0 if args.synthesis_keep_min and rng.random() < args.q_one
+                                 else math.exp(rng.uniform(math.log(lo), math.log(hi)))
+                                 for _ in range(args.batch)], device=device)
+        else:
+            keep = sample_keep(args.batch, args.q_min, rng, args.finetune_decoder,
+                               args.q_one, args.q_low).to(device)
         loss, bpp, mse = train_step(model, opt, x, keep, args.lambda_min, args.lambda_max,
                                     args.q_min, args.precision == "bf16", args.z_weight)
         step += 1
