@@ -162,6 +162,14 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def synthesis_layers(c: ModelConfig) -> nn.Sequential:
+    """g_s (and g_s_low): y (M channels, stride 16) -> RGB."""
+    return nn.Sequential(
+        deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
+        deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
+        deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3))
+
+
 class ProgressiveModel(nn.Module):
     """Networks of the codec. `integer_scale=True` builds the run-time (exported) form."""
 
@@ -172,16 +180,8 @@ class ProgressiveModel(nn.Module):
         self.g_a = nn.Sequential(
             conv(3, c.N), SimplifiedGDN(c.N), conv(c.N, c.N), SimplifiedGDN(c.N),
             conv(c.N, c.N), SimplifiedGDN(c.N), conv(c.N, c.M))
-        self.g_s = nn.Sequential(
-            deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
-            deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
-            deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3))
-        self.g_s_low = None
-        if c.low_synthesis_keep:
-            self.g_s_low = nn.Sequential(
-                deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
-                deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
-                deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3))
+        self.g_s = synthesis_layers(c)
+        self.g_s_low = synthesis_layers(c) if c.low_synthesis_keep else None
         self.g_s_side = None
         if c.decoder_side:
             self.g_s_side = deconv(2 * c.M, c.N, bias=False)  # g_s[0] has the bias

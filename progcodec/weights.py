@@ -67,7 +67,10 @@ def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:
         raise WeightsError(f"not a progcodec weight file: {e}") from None
     if meta.get("format") != FORMAT:
         raise WeightsError(f"unsupported weight file format {meta.get('format')!r}")
-    config = ModelConfig(**json.loads(meta["config"]))
+    try:
+        config = ModelConfig(**json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError) as e:  # json errors are ValueErrors
+        raise WeightsError(f"weight file with an unusable model configuration: {e}") from None
     model = ProgressiveModel(config, integer_scale=True)
     model.tables = CodingTables(tensors["tables.z_counts"].shape[0], tensors["tables.z_counts"].shape[1],
                                 tensors["tables.y_counts"].shape[0], tensors["tables.y_counts"].shape[1],

@@ -167,3 +167,17 @@ def test_searched_file_of_a_model_with_g_s_low_decodes(tmp_path):
     data = progcodec.encode(img, model=loaded, device="cpu", search=2)
     cut = data[:container.parse_header(data).min_length + 30]
     assert np.asarray(progcodec.decode(cut, model=loaded, device="cpu")).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("change", [{"low_synthesis_keep": 2.0}, {"no_such_field": 1}])
+def test_weight_file_with_an_unusable_config_is_refused(tmp_path, change):
+    from safetensors.torch import load as st_load, save as st_save
+    from progcodec.weights import WeightsError, load_weights_bytes
+    path = tmp_path / "ok.safetensors"
+    save_weights(runtime_model_from_trained(tiny_trained_model()), "tiny", path)
+    data = path.read_bytes()
+    meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    load_weights_bytes(data)  # the file as written loads
+    meta["config"] = json.dumps(json.loads(meta["config"]) | change)
+    with pytest.raises(WeightsError):
+        load_weights_bytes(st_save(st_load(data), metadata=meta))
