@@ -70,22 +70,16 @@ class _Runtime:
                 self.g_s_low = self.g_s_low.to(memory_format=torch.channels_last)
         self.scale_table = m.config.scale_table().to(device)  # sigma of each scale index
         self._g_s_search = None
-        self._g_s_low_search = None
         self._hyper_search = None
 
     @property
     def g_s_search(self):
-        """The synthesis for latent search, without parameter gradients (built on first use)."""
+        """The synthesis for latent search, without parameter gradients (built on first use).
+        It scores every keep-fraction, also those a model's g_s_low decodes: scoring those with
+        g_s_low left more tiles of a test photo unchanged (models/progcodec-v20.md)."""
         if self._g_s_search is None:
             self._g_s_search = latent_search.frozen_copy(self.g_s.g_s)
         return self._g_s_search
-
-    @property
-    def g_s_low_search(self):
-        """g_s_low for latent search (None for models without one), built on first use."""
-        if self._g_s_low_search is None and self.g_s_low is not None:
-            self._g_s_low_search = latent_search.frozen_copy(self.g_s_low.g_s)
-        return self._g_s_low_search
 
     @property
     def hyper_search(self):
@@ -326,7 +320,7 @@ def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, st
             y[crop] = latent_search.search_latent(
                 rt.g_s_search, x[:, :, t.cy0:t.cy1, t.cx0:t.cx1], y[crop], mu[crop], sigma[crop],
                 rank[crop], steps, n_total=y.numel(), pixels=h * w, free=free, scored=scored,
-                refined=refined, g_s_low=rt.g_s_low_search, low_keep=rt.low_keep)
+                refined=refined)
     return y
 
 
@@ -351,8 +345,7 @@ def _search_joint(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarr
     log_table = torch.log(rt.scale_table)
     options = dict(z_table=z_table, log_sigma=(float(log_table[0]),
                                                float(log_table[1] - log_table[0])),
-                   n_total=y.numel(), pixels=h * w, refined=refined,
-                   g_s_low=rt.g_s_low_search, low_keep=rt.low_keep)
+                   n_total=y.numel(), pixels=h * w, refined=refined)
 
     def exact(z_int):  # the run-time means and scale indexes of (a crop of) z
         mu, idx = rt.hyper(z_int)

@@ -41,22 +41,6 @@ def frozen_copy(net: torch.nn.Module) -> torch.nn.Module:
     return net
 
 
-def synthesize(g_s: torch.nn.Module, y_in: torch.Tensor, kept: list[int], n_total: int,
-               g_s_low: torch.nn.Module | None = None, low_keep: float = 0.0) -> torch.Tensor:
-    """The reconstructions of a batch of prefixes (y_in: one row per prefix, kept[i] of
-    n_total elements received), each through the synthesis the decoder would use: g_s_low
-    below low_keep (codec._Runtime.synthesis_for), else g_s."""
-    low = [g_s_low is not None and k < low_keep * n_total for k in kept]
-    if not any(low):
-        return g_s(y_in)
-    if all(low):
-        return g_s_low(y_in)
-    rows = torch.tensor(low, device=y_in.device)
-    out = torch.cat([g_s_low(y_in[rows]), g_s(y_in[~rows])])
-    back = torch.argsort(torch.cat([rows.nonzero(), (~rows).nonzero()])[:, 0])
-    return out[back]
-
-
 def soft_round(r: torch.Tensor, alpha: float) -> torch.Tensor:
     """A differentiable rounding that tends to round() as alpha grows (Agustsson & Theis,
     "Universally quantized neural compression", 2020). Annealed, it lets the search move
@@ -70,8 +54,7 @@ def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: t
                   sigma: torch.Tensor, rank: torch.Tensor, steps: int, *, n_total: int,
                   pixels: int, free: tuple[int, int, int, int], scored: tuple[int, int, int, int],
                   refined: int = 0, lr: float = LR, keep_fractions=KEEP_FRACTIONS,
-                  bf16: bool = True, g_s_low: torch.nn.Module | None = None,
-                  low_keep: float = 0.0) -> torch.Tensor:
+                  bf16: bool = True) -> torch.Tensor:
     """y after `steps` Adam steps on the objective with soft rounding sharpened along the way
     (alpha from ALPHA_START to ALPHA_END); y0 where the hard-rounded result is not better.
 
@@ -81,11 +64,9 @@ def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: t
     the pixels in `scored` (same form) count distortion; bits and squared errors are divided
     by the whole image's `pixels`, so crops optimise parts of one objective. refined: the
     first `refined` elements in coding order carry a refinement bit (format.md 5.1), so the
-    whole file (q = 1) has them at the centre of their half-bin. g_s_low, low_keep: the
-    model's synthesis of short prefixes (synthesize). Returns float64."""
+    whole file (q = 1) has them at the centre of their half-bin. Returns float64."""
     mu32, sigma32 = mu.float(), sigma.float()
-    kept = [math.ceil(q * n_total) for q in keep_fractions]
-    masks = torch.stack([(rank < k)[0] for k in kept])
+    masks = torch.stack([(rank < math.ceil(q * n_total))[0] for q in keep_fractions])
     lams = lambda_of_keep(torch.tensor(keep_fractions, dtype=torch.float64), LAMBDA_MIN,
                           LAMBDA_MAX, Q_MIN).float().to(x.device)
     movable = torch.zeros_like(y0, dtype=torch.bool)
@@ -102,7 +83,7 @@ def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: t
         value = torch.where(half_bins, sym_refined[0], sym[0])
         y_in = torch.where(masks, mu32[0] + value, mu32[0]).contiguous(memory_format=cl)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            x_hat = synthesize(g_s, y_in, kept, n_total, g_s_low, low_keep)
+            x_hat = g_s(y_in)
         x_hat = x_hat.float()[:, :, scored[0]:scored[1], scored[2]:scored[3]]
         mse = ((x_hat - target) ** 2).flatten(1).sum(1) / (3 * pixels)
         bpp = (bits * counted).flatten(1).sum(1) / pixels
@@ -163,8 +144,7 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
                             context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                             refined: int = 0, lr: float = LR, z_lr: float = Z_LR,
                             z_weight: float = Z_WEIGHT, keep_fractions=JOINT_KEEP_FRACTIONS,
-                            bf16: bool = True, g_s_low: torch.nn.Module | None = None,
-                            low_keep: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                            bf16: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, z) after `steps` Adam steps on both against the objective of search_latent, with
     the bits of z (times z_weight) added to every truncation; (y0, z0) where the real
     (hard-rounded, integer scale net) result is not better.
@@ -181,8 +161,7 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
     the whole image's fixed values on the crop, used where `trusted` (bool (4h,4w)) is False,
     as the crop's own hyper networks see zeros past its edge; y bits count wherever trusted,
     as z moves their means. Bits and squared errors (on the pixels in `scored`) are divided
-    by the whole image's `pixels`. g_s_low, low_keep: as search_latent. Returns y (float64)
-    and z (int64)."""
+    by the whole image's `pixels`. Returns y (float64) and z (int64)."""
     lams = lambda_of_keep(torch.tensor(keep_fractions, dtype=torch.float64), LAMBDA_MIN,
                           LAMBDA_MAX, Q_MIN).float().to(x.device)
     whole = torch.tensor([q >= 1 for q in keep_fractions], device=x.device).view(-1, 1, 1, 1)
@@ -208,7 +187,7 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
         value = torch.where(whole & (rank < refined), sym_refined[0], sym[0])
         y_in = torch.where(masks, mu[0] + value, mu[0]).contiguous(memory_format=cl)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            x_hat = synthesize(g_s, y_in, kept, n_total, g_s_low, low_keep)
+            x_hat = g_s(y_in)
         x_hat = x_hat.float()[:, :, scored[0]:scored[1], scored[2]:scored[3]]
         mse = ((x_hat - target) ** 2).flatten(1).sum(1) / (3 * pixels)
         bits_z = z_weight * z_bits(z_value[:, :, fz[0]:fz[1], fz[2]:fz[3]], *z_table)

@@ -140,25 +140,6 @@ def test_synthesis_keep_min_trains_the_main_synthesis_alone(tmp_path):
         train.main(common + ["--out", str(tmp_path / "run2"), "--synthesis-keep-min", "0.1"])
 
 
-class Times(torch.nn.Module):
-    def __init__(self, factor: float):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return self.factor * x
-
-
-def test_latent_search_scores_each_prefix_with_the_decoders_synthesis():
-    from progcodec.latent_search import synthesize
-    y = torch.rand(3, 2, 4, 4, generator=torch.Generator().manual_seed(2))
-    kept, n = [10, 50, 100], 100
-    out = synthesize(Times(1.0), y, kept, n, Times(2.0), low_keep=0.6)
-    assert torch.equal(out[:2], 2 * y[:2]) and torch.equal(out[2], y[2])
-    assert torch.equal(synthesize(Times(1.0), y, kept, n), y)  # no g_s_low
-    assert torch.equal(synthesize(Times(1.0), y, kept, n, Times(2.0), low_keep=0.05), y)
-
-
 def test_searched_file_of_a_model_with_g_s_low_decodes(tmp_path):
     path = tmp_path / "low.safetensors"
     save_weights(runtime_model_from_trained(low_model()), "tiny-low", path)
