@@ -25,7 +25,7 @@ from progcodec.model import coding_order
 from progcodec.train import list_images, split_train_validation
 
 FRACTIONS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.0999, 0.1001, 0.12,
-             0.15, 0.2, 0.3)
+             0.15, 0.2, 0.3, 0.5, 1.0)
 
 
 @torch.no_grad()
