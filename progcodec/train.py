@@ -110,6 +110,26 @@ def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False
     return torch.tensor([one() for _ in range(n)])
 
 
+def sample_band(n: int, lo: float, hi: float, rng: random.Random, q_one: float = 0.0
+                ) -> torch.Tensor:
+    """Keep-fractions for training one synthesis on its range: a share q_one at q = 1, the rest
+    log-uniform in [lo, hi]. With q_one = 0 no draw is spent on the share."""
+    return torch.tensor([1.0 if q_one and rng.random() < q_one
+                         else math.exp(rng.uniform(math.log(lo), math.log(hi)))
+                         for _ in range(n)])
+
+
+def train_only(model: ProgressiveModel, prefixes: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """Freeze every parameter except those whose names start with one of `prefixes`; returns
+    those, for the optimizer."""
+    trainable = [p for n, p in model.named_parameters() if n.startswith(prefixes)]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trainable:
+        p.requires_grad_(True)
+    return trainable
+
+
 def param_groups(model: ProgressiveModel, side_lr_mult: float) -> list[dict]:
     """Adam parameter groups: everything, and the synthesis side layer apart, with its own
     learning-rate multiplier (it starts at zero when added to trained weights)."""
@@ -286,11 +306,7 @@ def main(argv=None) -> int:
         print(f"initialised from {args.init}" + (f" (new: {missing})" if missing else ""), file=log)
 
     if args.finetune_decoder:
-        trainable = [p for n, p in model.named_parameters() if n.startswith(("g_s.", "g_s_side.", "h_mean."))]
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in trainable:
-            p.requires_grad_(True)
+        trainable = train_only(model, ("g_s.", "g_s_side.", "h_mean."))
         opt = torch.optim.Adam(trainable, lr=args.lr)
         if ckpt_path.exists() and len(state["optimizer"]["param_groups"][0]["params"]) == len(trainable):
             opt.load_state_dict(state["optimizer"])
@@ -310,15 +326,13 @@ def main(argv=None) -> int:
             raise SystemExit(f"--synthesis-keep-min needs a model with g_s_low whose "
                              f"low_synthesis_keep is at most {args.synthesis_keep_min}")
         prefix = "g_s_low." if model.g_s_low is not None and args.synthesis_keep_max else "g_s."
-        trainable = [p for n, p in model.named_parameters() if n.startswith(prefix)]
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in trainable:
-            p.requires_grad_(True)
-        opt = torch.optim.Adam(trainable, lr=args.lr)
+        opt = torch.optim.Adam(train_only(model, (prefix,)), lr=args.lr)
         if state is not None:
             opt.load_state_dict(state["optimizer"])
 
+    # the keep-fraction band of a one-synthesis run (lo, hi, share at q = 1), else None
+    band = ((args.q_min, args.synthesis_keep_max, 0.0) if args.synthesis_keep_max else
+            (args.synthesis_keep_min, 1.0, args.q_one) if args.synthesis_keep_min else None)
     model.mask_order = args.order
     files, val = split_train_validation(list_images(args.data))
     t0 = time.time()
@@ -364,15 +378,9 @@ def main(argv=None) -> int:
             g["lr"] = lr * g.get("lr_mult", 1.0)
         x = sampler.batch(args.batch).to(device).float().div_(255).contiguous(
             memory_format=torch.channels_last)
-        if args.synthesis_keep_max or args.synthesis_keep_min:
-            lo, hi = ((args.q_min, args.synthesis_keep_max) if args.synthesis_keep_max else
-                      (args.synthesis_keep_min, 1.0))
-            keep = torch.tensor([1.0 if args.synthesis_keep_min and rng.random() < args.q_one
-                                 else math.exp(rng.uniform(math.log(lo), math.log(hi)))
-                                 for _ in range(args.batch)], device=device)
-        else:
-            keep = sample_keep(args.batch, args.q_min, rng, args.finetune_decoder,
-                               args.q_one, args.q_low).to(device)
+        keep = (sample_band(args.batch, *band[:2], rng, band[2]) if band else
+                sample_keep(args.batch, args.q_min, rng, args.finetune_decoder,
+                            args.q_one, args.q_low)).to(device)
         loss, bpp, mse = train_step(model, opt, x, keep, args.lambda_min, args.lambda_max,
                                     args.q_min, args.precision == "bf16", args.z_weight)
         step += 1

@@ -44,16 +44,15 @@ def main(model: str, folder: str, limit: int = 0, split: str = "") -> None:
         rgb = codec.to_rgb_array(codec.Image.open(f))
         h, w = rgb.shape[:2]
         y = codec._analysis(rt, rgb)
-        z = entropy.clamp_z(torch.round(rt.h_a64(y)).to(torch.int64)[0].numpy(), rt.models)
+        z, levels, sym, _ = codec.encoder_symbols(rt, y)  # in coding order, as encode() codes
+        sym = torch.from_numpy(entropy.clamp_y_symbols(sym, levels, rt.models)).to(torch.float64)
         mu, idx = rt.hyper(torch.from_numpy(z)[None])
-        sym = entropy.clamp_y_symbols(torch.round(y.reshape(-1) - mu).numpy().astype(np.int64),
-                                      idx.numpy(), rt.models)
         order = coding_order(idx, rt.levels, rt.order_rank)
         n = len(order)
         for q in FRACTIONS:
             k = math.ceil(q * n)
             y_hat = mu.clone()
-            y_hat[order[:k]] += torch.from_numpy(sym[order[:k]]).to(torch.float64)
+            y_hat[order[:k]] += sym[:k]
             y_hat = y_hat.view(1, rt.y_channels, *y.shape[2:]).float()
             for net, out in zip((rt.g_s_low, rt.g_s), rows[q]):
                 x = net(y_hat.contiguous(memory_format=torch.channels_last)).clamp_(0, 1)
