@@ -141,6 +141,32 @@ def param_groups(model: ProgressiveModel, side_lr_mult: float) -> list[dict]:
     return groups
 
 
+def make_optimizer(model: ProgressiveModel, args) -> torch.optim.Adam:
+    """Adam over what this run trains: one synthesis (--synthesis-keep-max / -min), the decoder
+    side (--finetune-decoder), or everything (param_groups). Built before a checkpoint of the
+    run is resumed, so the saved optimizer state always fits it."""
+    config = model.config
+    if args.synthesis_keep_max or args.synthesis_keep_min:
+        # Only one synthesis trains: the one of short prefixes (g_s_low when the model has one,
+        # else g_s) with --synthesis-keep-max, the main one with --synthesis-keep-min. The rate
+        # terms do not reach it, so its loss is lambda(q) * MSE over the prefixes it serves.
+        if args.synthesis_keep_max and args.synthesis_keep_min:
+            raise SystemExit("--synthesis-keep-max and --synthesis-keep-min train different "
+                             "networks: give one")
+        if model.g_s_low is not None and args.synthesis_keep_max > config.low_synthesis_keep:
+            raise SystemExit(f"--synthesis-keep-max {args.synthesis_keep_max} is above the "
+                             f"model's low_synthesis_keep {config.low_synthesis_keep}")
+        if args.synthesis_keep_min and not (
+                model.g_s_low is not None and args.synthesis_keep_min >= config.low_synthesis_keep):
+            raise SystemExit(f"--synthesis-keep-min needs a model with g_s_low whose "
+                             f"low_synthesis_keep is at most {args.synthesis_keep_min}")
+        prefix = "g_s_low." if model.g_s_low is not None and args.synthesis_keep_max else "g_s."
+        return torch.optim.Adam(train_only(model, (prefix,)), lr=args.lr)
+    if args.finetune_decoder:
+        return torch.optim.Adam(train_only(model, ("g_s.", "g_s_side.", "h_mean.")), lr=args.lr)
+    return torch.optim.Adam(param_groups(model, args.side_lr_mult), lr=args.lr)
+
+
 def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -290,7 +316,7 @@ def main(argv=None) -> int:
             from .widen import widen_latent
             init_state = widen_latent(init_state, old_m, config.M, args.seed)
     model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(param_groups(model, args.side_lr_mult), lr=args.lr)
+    opt = make_optimizer(model, args)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -304,31 +330,6 @@ def main(argv=None) -> int:
         if any(k.startswith("g_s_low.") for k in missing):  # added: start as a copy of g_s
             model.g_s_low.load_state_dict(model.g_s.state_dict())
         print(f"initialised from {args.init}" + (f" (new: {missing})" if missing else ""), file=log)
-
-    if args.finetune_decoder:
-        trainable = train_only(model, ("g_s.", "g_s_side.", "h_mean."))
-        opt = torch.optim.Adam(trainable, lr=args.lr)
-        if ckpt_path.exists() and len(state["optimizer"]["param_groups"][0]["params"]) == len(trainable):
-            opt.load_state_dict(state["optimizer"])
-
-    if args.synthesis_keep_max or args.synthesis_keep_min:
-        # Only one synthesis trains: the one of short prefixes (g_s_low when the model has one,
-        # else g_s) with --synthesis-keep-max, the main one with --synthesis-keep-min. The rate
-        # terms do not reach it, so its loss is lambda(q) * MSE over the prefixes it serves.
-        if args.synthesis_keep_max and args.synthesis_keep_min:
-            raise SystemExit("--synthesis-keep-max and --synthesis-keep-min train different "
-                             "networks: give one")
-        if model.g_s_low is not None and args.synthesis_keep_max > config.low_synthesis_keep:
-            raise SystemExit(f"--synthesis-keep-max {args.synthesis_keep_max} is above the "
-                             f"model's low_synthesis_keep {config.low_synthesis_keep}")
-        if args.synthesis_keep_min and not (
-                model.g_s_low is not None and args.synthesis_keep_min >= config.low_synthesis_keep):
-            raise SystemExit(f"--synthesis-keep-min needs a model with g_s_low whose "
-                             f"low_synthesis_keep is at most {args.synthesis_keep_min}")
-        prefix = "g_s_low." if model.g_s_low is not None and args.synthesis_keep_max else "g_s."
-        opt = torch.optim.Adam(train_only(model, (prefix,)), lr=args.lr)
-        if state is not None:
-            opt.load_state_dict(state["optimizer"])
 
     # the keep-fraction band of a one-synthesis run (lo, hi, share at q = 1), else None
     band = ((args.q_min, args.synthesis_keep_max, 0.0) if args.synthesis_keep_max else

@@ -124,6 +124,21 @@ def test_training_adds_and_trains_g_s_low_alone(tmp_path):
                              "--synthesis-keep-max", "0.5"])
 
 
+def test_one_synthesis_run_resumes_from_its_checkpoint(tmp_path):
+    """Rerunning the command of a --synthesis-keep-max run resumes it: the optimizer saved
+    over g_s_low alone loads into the run's optimizer (it once met the whole model's first)."""
+    data = write_photos(tmp_path / "photos", 4)
+    init = save_tiny_training_weights(tmp_path / "base.safetensors")
+    common = [str(data), "--batch", "2", "--patch", "64", "--warmup", "1", "--init", str(init),
+              "--config", json.dumps({"low_synthesis_keep": 0.2}), "--synthesis-keep-max", "0.2",
+              "--log-every", "1", "--out", str(tmp_path / "run")]
+    assert train.main(common + ["--steps", "1"]) == 0
+    assert train.main(common + ["--steps", "2"]) == 0
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "resumed from" in log and "step 2 " in log
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 2
+
+
 def test_synthesis_keep_min_trains_the_main_synthesis_alone(tmp_path):
     data = write_photos(tmp_path / "photos", 4)
     init = tmp_path / "low.pt"
