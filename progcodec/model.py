@@ -236,8 +236,9 @@ class ProgressiveModel(nn.Module):
         if low is None:
             x_hat = self.synthesis_net()(y_in, side)
         else:  # each image through the synthesis its prefix length selects
-            x_hat = torch.cat([self.g_s_low(y_in[low]), self.g_s(y_in[~low])])
-            x_hat = x_hat[torch.argsort(torch.cat([low.nonzero(), (~low).nonzero()])[:, 0])]
+            x_low, x_main = self.g_s_low(y_in[low]), self.g_s(y_in[~low])
+            x_hat = x_low.new_empty((b, *x_low.shape[1:]))
+            x_hat[low], x_hat[~low] = x_low, x_main
 
         bits_y = -(torch.log2(y_lik) * mask).flatten(1).sum(1)
         bits_z = -torch.log2(z_lik).flatten(1).sum(1)
