@@ -22,7 +22,7 @@ from . import container, entropy, latent_search, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .intnet import ScaleNetRelaxed
-from .model import STRIDE, Synthesis, coding_order, coding_rank, side_features
+from .model import STRIDE, Synthesis, coding_order, coding_rank, side_features, synthesis_margin
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
@@ -69,6 +69,8 @@ class _Runtime:
             if self.g_s_low is not None:
                 self.g_s_low = self.g_s_low.to(memory_format=torch.channels_last)
         self.scale_table = m.config.scale_table().to(device)  # sigma of each scale index
+        # context pixels for tiles of g_s: its residual blocks (if any) reach further
+        self.synthesis_margin = synthesis_margin(m.config, tiling.MARGIN)
         self._g_s_search = None
         self._hyper_search = None
 
@@ -265,7 +267,8 @@ def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int,
     input of a decoder_side model (_Runtime.side; None: every element received). received: how
     many y elements the prefix carried (None: all), which picks the synthesis network."""
     g_s = rt.synthesis_for(received, y_hat.numel())
-    grid = tiling.tiles(16 * y_hat.shape[2], 16 * y_hat.shape[3], tiling.SYNTHESIS_TILE)
+    grid = tiling.tiles(16 * y_hat.shape[2], 16 * y_hat.shape[3], tiling.SYNTHESIS_TILE,
+                        margin=rt.synthesis_margin if g_s is rt.g_s else None)
     cl = torch.channels_last if rt.device.type == "cpu" else torch.contiguous_format
     if len(grid) == 1:
         y_hat = y_hat.contiguous(memory_format=cl)

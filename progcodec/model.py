@@ -16,6 +16,7 @@ from dataclasses import dataclass, asdict
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from .layers import SimplifiedGDN, conv, deconv, FactorizedDensity, lower_bound
 from .intnet import ScaleNetQAT, ScaleNetInt
@@ -39,10 +40,18 @@ class ModelConfig:
     # long ones; this one is trained on short prefixes alone, under frozen encoder and hyper
     # networks, so the bitstream and the long prefixes do not change.
     low_synthesis_keep: float = 0.0
+    # Residual blocks in g_s (not g_s_low): 1 after its stride-8 GDN, 2 also after its stride-4
+    # GDN. Each starts as the identity (last conv zero), so trained weights without them load
+    # and decode unchanged until the blocks are trained.
+    synthesis_blocks: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.low_synthesis_keep < 1.0:
             raise ValueError(f"low_synthesis_keep {self.low_synthesis_keep} is not in [0, 1)")
+        if self.synthesis_blocks not in (0, 1, 2):
+            raise ValueError(f"synthesis_blocks {self.synthesis_blocks} is not 0, 1 or 2")
+        if self.synthesis_blocks and self.decoder_side:
+            raise ValueError("synthesis_blocks and decoder_side cannot be combined")
         if self.low_synthesis_keep and self.decoder_side:
             raise ValueError("low_synthesis_keep and decoder_side cannot be combined")
 
@@ -162,12 +171,61 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def synthesis_layers(c: ModelConfig) -> nn.Sequential:
-    """g_s (and g_s_low): y (M channels, stride 16) -> RGB."""
-    return nn.Sequential(
-        deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
-        deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
-        deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3))
+class ResidualBlock(nn.Module):
+    """x + conv(leaky_relu(conv(x))), 3x3 convolutions; the second starts at zero, so a new
+    block is the identity."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(n, n, 3, padding=1)
+        self.conv2 = nn.Conv2d(n, n, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.leaky_relu(self.conv1(x)))
+
+
+class SynthesisWithBlocks(nn.Sequential):
+    """The seven layers of synthesis_layers (named 0 to 6, as there, so weights trained without
+    blocks load into it) and residual blocks named res8 and res4, run after the GDN layers 1
+    (stride 8) and 3 (stride 4)."""
+
+    AFTER = {"res8": 1, "res4": 3}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        after = {i: getattr(self, name) for name, i in self.AFTER.items() if hasattr(self, name)}
+        for i in range(7):
+            x = self[i](x)
+            if i in after:
+                x = after[i](x)
+        return x
+
+
+# Pixels of context a synthesis tile needs past its edge (tiling.MARGIN covers plain g_s; each
+# residual block's two 3x3 convolutions reach 2 positions further at its stride).
+SYNTHESIS_BLOCK_REACH = {"res8": 16, "res4": 8}
+
+
+def synthesis_layers(c: ModelConfig, blocks: int = 0) -> nn.Sequential:
+    """g_s (and g_s_low): y (M channels, stride 16) -> RGB; `blocks` residual blocks
+    (SynthesisWithBlocks) for g_s of a model with synthesis_blocks."""
+    layers = [deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
+              deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
+              deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3)]
+    if not blocks:
+        return nn.Sequential(*layers)
+    net = SynthesisWithBlocks(*layers)
+    for name in list(SynthesisWithBlocks.AFTER)[:blocks]:
+        net.add_module(name, ResidualBlock(c.N))
+    return net
+
+
+def synthesis_margin(c: ModelConfig, base: int) -> int:
+    """Context pixels for tiles of g_s: `base` (tiling.MARGIN) plus the blocks' reach, rounded
+    up to a multiple of 16."""
+    extra = sum(list(SYNTHESIS_BLOCK_REACH.values())[:c.synthesis_blocks])
+    return base + -(-extra // 16) * 16
 
 
 class ProgressiveModel(nn.Module):
@@ -180,7 +238,7 @@ class ProgressiveModel(nn.Module):
         self.g_a = nn.Sequential(
             conv(3, c.N), SimplifiedGDN(c.N), conv(c.N, c.N), SimplifiedGDN(c.N),
             conv(c.N, c.N), SimplifiedGDN(c.N), conv(c.N, c.M))
-        self.g_s = synthesis_layers(c)
+        self.g_s = synthesis_layers(c, c.synthesis_blocks)
         self.g_s_low = synthesis_layers(c) if c.low_synthesis_keep else None
         self.g_s_side = None
         if c.decoder_side:

@@ -324,11 +324,14 @@ def main(argv=None) -> int:
         print(f"resumed from {ckpt_path} at step {step}", file=log)
     elif init_state is not None:
         missing, unexpected = model.load_state_dict(init_state, strict=False)
-        if unexpected or any(not k.startswith(("g_s_side.", "g_s_low.")) for k in missing):
+        added = ("g_s_side.", "g_s_low.", "g_s.res8.", "g_s.res4.")  # parts --config may add
+        if unexpected or any(not k.startswith(added) for k in missing):
             raise SystemExit(f"--init {args.init} does not fit this model: missing {missing}, "
                              f"unexpected {unexpected}")
         if any(k.startswith("g_s_low.") for k in missing):  # added: start as a copy of g_s
-            model.g_s_low.load_state_dict(model.g_s.state_dict())
+            plain = model.g_s_low.state_dict().keys()  # g_s's residual blocks are not copied
+            model.g_s_low.load_state_dict({k: v for k, v in model.g_s.state_dict().items()
+                                           if k in plain})
         print(f"initialised from {args.init}" + (f" (new: {missing})" if missing else ""), file=log)
 
     # the keep-fraction band of a one-synthesis run (lo, hi, share at q = 1), else None

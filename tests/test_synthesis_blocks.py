@@ -1,0 +1,102 @@
+"""Residual blocks in g_s (ModelConfig.synthesis_blocks): added to trained weights they start
+as the identity, --init accepts weights without them, export keeps them, and tiles of the
+synthesis get the context their wider reach needs."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import progcodec
+from progcodec import codec, container, tiling, train
+from progcodec.export import runtime_model_from_trained
+from progcodec.model import ModelConfig, ProgressiveModel, synthesis_margin
+from progcodec.weights import load_model, save_weights
+
+from conftest import decode_latent, smooth_image, write_photos
+from make_tiny_model import TINY, save_tiny_training_weights, tiny_trained_model
+
+
+def blocks_model(blocks: int = 2, seed: int = 5) -> ProgressiveModel:
+    """The tiny trained model with residual blocks in g_s, their zero convolutions drawn."""
+    base = tiny_trained_model()
+    m = ProgressiveModel(dataclasses.replace(TINY, synthesis_blocks=blocks))
+    missing, unexpected = m.load_state_dict(base.state_dict(), strict=False)
+    assert missing and not unexpected
+    assert all(k.startswith(("g_s.res8.", "g_s.res4.")) for k in missing)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.g_s.named_parameters():
+            if name.startswith("res"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return m
+
+
+def test_config_rejects_bad_block_counts():
+    for bad in (-1, 3):
+        with pytest.raises(ValueError):
+            ModelConfig(synthesis_blocks=bad)
+    with pytest.raises(ValueError):
+        ModelConfig(synthesis_blocks=1, decoder_side=True)
+
+
+def test_new_blocks_are_the_identity_and_drawn_ones_are_not():
+    base = tiny_trained_model()
+    fresh = ProgressiveModel(dataclasses.replace(TINY, synthesis_blocks=2))
+    fresh.load_state_dict(base.state_dict(), strict=False)
+    y = torch.randn(1, TINY.M, 5, 7, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(fresh.g_s(y), base.g_s(y))
+        assert (blocks_model().g_s(y) - base.g_s(y)).abs().max() > 1e-2
+
+
+def test_margin_grows_with_the_blocks():
+    assert synthesis_margin(TINY, 32) == 32
+    assert synthesis_margin(dataclasses.replace(TINY, synthesis_blocks=1), 32) == 48
+    assert synthesis_margin(dataclasses.replace(TINY, synthesis_blocks=2), 32) == 64
+
+
+def test_export_keeps_the_blocks_and_tiles_get_their_context(tmp_path, monkeypatch):
+    """A weight file with blocks decodes through them; with forced 64 px tiles, the model's
+    synthesis margin gives the whole-image output, and the plain margin does not."""
+    m = blocks_model()
+    path = tmp_path / "blocks.safetensors"
+    save_weights(runtime_model_from_trained(m), "tiny-blocks", path)
+    loaded = load_model(path)
+    img = smooth_image(160, 224, seed=3)
+    data = progcodec.encode(img, model=loaded, device="cpu")
+    h = container.parse_header(data)
+    lat = decode_latent(data, loaded)
+    assert sorted(k for k in loaded.model.state_dict() if ".res" in k) == sorted(
+        "g_s." + k for k in m.g_s.state_dict() if k.startswith("res"))
+    with torch.no_grad():  # (the weight file rounds the float weights: its own g_s)
+        direct = loaded.model.g_s.float()(lat.y_hat).clamp(0, 1)[0, :, :h.height, :h.width]
+    direct = (direct * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    whole = np.asarray(progcodec.decode(data, model=loaded, device="cpu"))
+    assert np.abs(whole.astype(int) - direct).max() <= 1
+
+    rt = codec.runtime(loaded, "cpu")
+    assert rt.synthesis_margin == 64
+    monkeypatch.setattr(tiling, "SYNTHESIS_TILE", 64)
+    monkeypatch.setattr(tiling, "UNTILED_MAX", 0)
+    with torch.no_grad():
+        tiled = codec._synthesis(rt, lat.y_hat, h.height, h.width)
+        assert np.abs(tiled.astype(int) - whole).max() <= 1
+        monkeypatch.setattr(rt, "synthesis_margin", tiling.MARGIN)
+        short = codec._synthesis(rt, lat.y_hat, h.height, h.width)
+    assert np.abs(short.astype(int) - whole).max() > 1
+
+
+def test_training_adds_blocks_to_weights_without_them(tmp_path):
+    """--init from weights without blocks plus --config synthesis_blocks: the run starts from
+    the same g_s output, and a g_s-only stage trains the blocks."""
+    data = write_photos(tmp_path / "photos", 4)
+    init = save_tiny_training_weights(tmp_path / "base.safetensors")
+    common = [str(data), "--batch", "2", "--patch", "64", "--warmup", "1", "--init", str(init),
+              "--config", json.dumps({"synthesis_blocks": 2, "low_synthesis_keep": 0.2})]
+    assert train.main(common + ["--out", str(tmp_path / "run"), "--steps", "2",
+                                "--synthesis-keep-min", "0.2"]) == 0
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["synthesis_blocks"] == 2
+    assert ckpt["model"]["g_s.res4.conv2.weight"].abs().max() > 0  # trained away from zero
