@@ -51,11 +51,25 @@ def save_weights(model: ProgressiveModel, name: str, path: Path,
         v = v.detach().cpu().contiguous()
         tensors[k] = v.half() if v.is_floating_point() else v
     meta = {"format": FORMAT, "name": name, "config": json.dumps(model.config.to_dict())}
-    data = st_save(tensors, metadata=meta)
+    data = _metadata_in_key_order(st_save(tensors, metadata=meta))
     tmp = Path(str(path) + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
     return hashlib.sha256(data).digest()[:8]
+
+
+def _metadata_in_key_order(data: bytes) -> bytes:
+    """The same safetensors file with its metadata keys sorted. The library writes them in a
+    per-process random order, so the bytes and digest of one export would vary from run to run.
+    The header keeps its length (spaces pad it, as the format allows), so no offset moves."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    header = {"__metadata__": header.pop("__metadata__"), **header}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if len(text) > n:  # cannot happen for the same content; keep the library's bytes
+        return data
+    return data[:8] + text.ljust(n, b" ") + data[8 + n:]
 
 
 def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:

@@ -57,3 +57,16 @@ def test_forged_model_name_is_refused_in_one_line(old_file, tmp_path, name):
     assert r.returncode == 1 and not out.exists()
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert name in r.stderr
+
+
+def test_saving_the_same_model_gives_the_same_bytes(tmp_path):
+    """The weight file's digest goes into every .pic, so one model must always save to the same
+    bytes (the safetensors library orders the metadata keys at random)."""
+    from make_tiny_model import tiny_trained_model
+    from progcodec.export import runtime_model_from_trained
+    from progcodec.weights import load_model, save_weights
+    model = runtime_model_from_trained(tiny_trained_model())
+    digests = {save_weights(model, "tiny-same", tmp_path / f"w{i}.safetensors") for i in range(8)}
+    assert len(digests) == 1
+    loaded = load_model(tmp_path / "w0.safetensors")
+    assert loaded.name == "tiny-same" and loaded.digest in digests
