@@ -186,25 +186,31 @@ class ResidualBlock(nn.Module):
         return x + self.conv2(F.leaky_relu(self.conv1(x)))
 
 
+# The residual blocks g_s may carry, in the order synthesis_blocks adds them: name, the layer of
+# synthesis_layers they follow, and the stride they run at.
+SYNTHESIS_BLOCKS = (("res8", 1, 8), ("res4", 3, 4))
+# Parameter prefixes that --config may add to trained weights (train --init accepts them missing)
+ADDABLE_PARTS = ("g_s_side.", "g_s_low.") + tuple(f"g_s.{name}." for name, _, _ in SYNTHESIS_BLOCKS)
+
+
 class SynthesisWithBlocks(nn.Sequential):
     """The seven layers of synthesis_layers (named 0 to 6, as there, so weights trained without
-    blocks load into it) and residual blocks named res8 and res4, run after the GDN layers 1
-    (stride 8) and 3 (stride 4)."""
+    blocks load into it) and the first `blocks` residual blocks of SYNTHESIS_BLOCKS, each run
+    after its layer."""
 
-    AFTER = {"res8": 1, "res4": 3}
+    def __init__(self, layers: list[nn.Module], blocks: int, channels: int):
+        super().__init__(*layers)
+        self.after = {}  # layer index -> block name
+        for name, layer, _ in SYNTHESIS_BLOCKS[:blocks]:
+            self.add_module(name, ResidualBlock(channels))
+            self.after[layer] = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        after = {i: getattr(self, name) for name, i in self.AFTER.items() if hasattr(self, name)}
         for i in range(7):
             x = self[i](x)
-            if i in after:
-                x = after[i](x)
+            if i in self.after:
+                x = self._modules[self.after[i]](x)
         return x
-
-
-# Pixels of context a synthesis tile needs past its edge (tiling.MARGIN covers plain g_s; each
-# residual block's two 3x3 convolutions reach 2 positions further at its stride).
-SYNTHESIS_BLOCK_REACH = {"res8": 16, "res4": 8}
 
 
 def synthesis_layers(c: ModelConfig, blocks: int = 0) -> nn.Sequential:
@@ -213,18 +219,14 @@ def synthesis_layers(c: ModelConfig, blocks: int = 0) -> nn.Sequential:
     layers = [deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
               deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
               deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3)]
-    if not blocks:
-        return nn.Sequential(*layers)
-    net = SynthesisWithBlocks(*layers)
-    for name in list(SynthesisWithBlocks.AFTER)[:blocks]:
-        net.add_module(name, ResidualBlock(c.N))
-    return net
+    return SynthesisWithBlocks(layers, blocks, c.N) if blocks else nn.Sequential(*layers)
 
 
 def synthesis_margin(c: ModelConfig, base: int) -> int:
-    """Context pixels for tiles of g_s: `base` (tiling.MARGIN) plus the blocks' reach, rounded
-    up to a multiple of 16."""
-    extra = sum(list(SYNTHESIS_BLOCK_REACH.values())[:c.synthesis_blocks])
+    """Context pixels for tiles of g_s: `base` (tiling.MARGIN, which covers plain g_s) plus the
+    blocks' reach (two 3x3 convolutions: 2 positions at their stride), rounded up to a multiple
+    of 16."""
+    extra = sum(2 * stride for _, _, stride in SYNTHESIS_BLOCKS[:c.synthesis_blocks])
     return base + -(-extra // 16) * 16
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .model import ORDERS, ModelConfig, ProgressiveModel, lambda_of_keep
+from .model import ADDABLE_PARTS, ORDERS, ModelConfig, ProgressiveModel, lambda_of_keep
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
 
@@ -324,8 +324,7 @@ def main(argv=None) -> int:
         print(f"resumed from {ckpt_path} at step {step}", file=log)
     elif init_state is not None:
         missing, unexpected = model.load_state_dict(init_state, strict=False)
-        added = ("g_s_side.", "g_s_low.", "g_s.res8.", "g_s.res4.")  # parts --config may add
-        if unexpected or any(not k.startswith(added) for k in missing):
+        if unexpected or any(not k.startswith(ADDABLE_PARTS) for k in missing):
             raise SystemExit(f"--init {args.init} does not fit this model: missing {missing}, "
                              f"unexpected {unexpected}")
         if any(k.startswith("g_s_low.") for k in missing):  # added: start as a copy of g_s

@@ -64,8 +64,7 @@ def _metadata_in_key_order(data: bytes) -> bytes:
     The header keeps its length (spaces pad it, as the format allows), so no offset moves."""
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + n])
-    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
-    header = {"__metadata__": header.pop("__metadata__"), **header}
+    header = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items())), **header}
     text = json.dumps(header, separators=(",", ":")).encode()
     if len(text) > n:  # cannot happen for the same content; keep the library's bytes
         return data
