@@ -69,8 +69,9 @@ class _Runtime:
             if self.g_s_low is not None:
                 self.g_s_low = self.g_s_low.to(memory_format=torch.channels_last)
         self.scale_table = m.config.scale_table().to(device)  # sigma of each scale index
-        # context pixels for tiles of g_s: its residual blocks (if any) reach further
-        self.synthesis_margin = synthesis_margin(m.config, tiling.MARGIN)
+        # context pixels for tiles of g_s and g_s_low: residual blocks (if any) reach further
+        self.synthesis_margin = synthesis_margin(m.config.synthesis_blocks, tiling.MARGIN)
+        self.low_synthesis_margin = synthesis_margin(m.config.low_synthesis_blocks, tiling.MARGIN)
         self._g_s_search = None
         self._hyper_search = None
 
@@ -268,7 +269,7 @@ def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int,
     many y elements the prefix carried (None: all), which picks the synthesis network."""
     g_s = rt.synthesis_for(received, y_hat.numel())
     grid = tiling.tiles(16 * y_hat.shape[2], 16 * y_hat.shape[3], tiling.SYNTHESIS_TILE,
-                        margin=rt.synthesis_margin if g_s is rt.g_s else None)
+                        margin=rt.synthesis_margin if g_s is rt.g_s else rt.low_synthesis_margin)
     cl = torch.channels_last if rt.device.type == "cpu" else torch.contiguous_format
     if len(grid) == 1:
         y_hat = y_hat.contiguous(memory_format=cl)

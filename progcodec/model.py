@@ -44,12 +44,18 @@ class ModelConfig:
     # GDN. Each starts as the identity (last conv zero), so trained weights without them load
     # and decode unchanged until the blocks are trained.
     synthesis_blocks: int = 0
+    # The same residual blocks in g_s_low (needs low_synthesis_keep): the short prefixes it
+    # decodes leave the most for the synthesis to fill in.
+    low_synthesis_blocks: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.low_synthesis_keep < 1.0:
             raise ValueError(f"low_synthesis_keep {self.low_synthesis_keep} is not in [0, 1)")
-        if self.synthesis_blocks not in (0, 1, 2):
-            raise ValueError(f"synthesis_blocks {self.synthesis_blocks} is not 0, 1 or 2")
+        for name in ("synthesis_blocks", "low_synthesis_blocks"):
+            if getattr(self, name) not in (0, 1, 2):
+                raise ValueError(f"{name} {getattr(self, name)} is not 0, 1 or 2")
+        if self.low_synthesis_blocks and not self.low_synthesis_keep:
+            raise ValueError("low_synthesis_blocks needs low_synthesis_keep (a g_s_low)")
         if self.synthesis_blocks and self.decoder_side:
             raise ValueError("synthesis_blocks and decoder_side cannot be combined")
         if self.low_synthesis_keep and self.decoder_side:
@@ -189,8 +195,10 @@ class ResidualBlock(nn.Module):
 # The residual blocks g_s may carry, in the order synthesis_blocks adds them: name, the layer of
 # synthesis_layers they follow, and the stride they run at.
 SYNTHESIS_BLOCKS = (("res8", 1, 8), ("res4", 3, 4))
+# Parameter prefixes of the blocks, in either synthesis
+BLOCK_PARTS = tuple(f"{net}.{name}." for net in ("g_s", "g_s_low") for name, _, _ in SYNTHESIS_BLOCKS)
 # Parameter prefixes that --config may add to trained weights (train --init accepts them missing)
-ADDABLE_PARTS = ("g_s_side.", "g_s_low.") + tuple(f"g_s.{name}." for name, _, _ in SYNTHESIS_BLOCKS)
+ADDABLE_PARTS = ("g_s_side.", "g_s_low.") + BLOCK_PARTS
 
 
 class SynthesisWithBlocks(nn.Sequential):
@@ -215,18 +223,18 @@ class SynthesisWithBlocks(nn.Sequential):
 
 def synthesis_layers(c: ModelConfig, blocks: int = 0) -> nn.Sequential:
     """g_s (and g_s_low): y (M channels, stride 16) -> RGB; `blocks` residual blocks
-    (SynthesisWithBlocks) for g_s of a model with synthesis_blocks."""
+    (SynthesisWithBlocks): a model's synthesis_blocks (g_s) or low_synthesis_blocks (g_s_low)."""
     layers = [deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
               deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
               deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3)]
     return SynthesisWithBlocks(layers, blocks, c.N) if blocks else nn.Sequential(*layers)
 
 
-def synthesis_margin(c: ModelConfig, base: int) -> int:
-    """Context pixels for tiles of g_s: `base` (tiling.MARGIN, which covers plain g_s) plus the
-    blocks' reach (two 3x3 convolutions: 2 positions at their stride), rounded up to a multiple
-    of 16."""
-    extra = sum(2 * stride for _, _, stride in SYNTHESIS_BLOCKS[:c.synthesis_blocks])
+def synthesis_margin(blocks: int, base: int) -> int:
+    """Context pixels for tiles of a synthesis with `blocks` residual blocks: `base`
+    (tiling.MARGIN, which covers a synthesis without blocks) plus the blocks' reach (two 3x3
+    convolutions: 2 positions at their stride), rounded up to a multiple of 16."""
+    extra = sum(2 * stride for _, _, stride in SYNTHESIS_BLOCKS[:blocks])
     return base + -(-extra // 16) * 16
 
 
@@ -241,7 +249,7 @@ class ProgressiveModel(nn.Module):
             conv(3, c.N), SimplifiedGDN(c.N), conv(c.N, c.N), SimplifiedGDN(c.N),
             conv(c.N, c.N), SimplifiedGDN(c.N), conv(c.N, c.M))
         self.g_s = synthesis_layers(c, c.synthesis_blocks)
-        self.g_s_low = synthesis_layers(c) if c.low_synthesis_keep else None
+        self.g_s_low = synthesis_layers(c, c.low_synthesis_blocks) if c.low_synthesis_keep else None
         self.g_s_side = None
         if c.decoder_side:
             self.g_s_side = deconv(2 * c.M, c.N, bias=False)  # g_s[0] has the bias

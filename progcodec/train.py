@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .model import ADDABLE_PARTS, ORDERS, ModelConfig, ProgressiveModel, lambda_of_keep
+from .model import ADDABLE_PARTS, BLOCK_PARTS, ORDERS, ModelConfig, ProgressiveModel, lambda_of_keep
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
 
@@ -287,8 +287,7 @@ def main(argv=None) -> int:
     ckpt_path = args.out / "checkpoint.pt"
     log = open(args.out / "train.log", "a", buffering=1)
 
-    overrides = json.loads(args.config)
-    config = ModelConfig(**overrides)
+    overrides = json.loads(args.config)  # checked below, merged with --init's config if any
     step = 0
     state = None
     init_state = None
@@ -315,6 +314,8 @@ def main(argv=None) -> int:
         if config.M != old_m:
             from .widen import widen_latent
             init_state = widen_latent(init_state, old_m, config.M, args.seed)
+    else:
+        config = ModelConfig(**overrides)
     model = ProgressiveModel(config).to(device).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, args)
     if state is not None:
@@ -327,10 +328,11 @@ def main(argv=None) -> int:
         if unexpected or any(not k.startswith(ADDABLE_PARTS) for k in missing):
             raise SystemExit(f"--init {args.init} does not fit this model: missing {missing}, "
                              f"unexpected {unexpected}")
-        if any(k.startswith("g_s_low.") for k in missing):  # added: start as a copy of g_s
-            plain = model.g_s_low.state_dict().keys()  # g_s's residual blocks are not copied
+        if any(k.startswith("g_s_low.") and not k.startswith(BLOCK_PARTS) for k in missing):
+            # g_s_low added: it starts as a copy of g_s, with the blocks both have
+            low = model.g_s_low.state_dict().keys()
             model.g_s_low.load_state_dict({k: v for k, v in model.g_s.state_dict().items()
-                                           if k in plain})
+                                           if k in low}, strict=False)
         print(f"initialised from {args.init}" + (f" (new: {missing})" if missing else ""), file=log)
 
     # the keep-fraction band of a one-synthesis run (lo, hi, share at q = 1), else None

@@ -1,6 +1,6 @@
-"""Residual blocks in g_s (ModelConfig.synthesis_blocks): added to trained weights they start
-as the identity, --init accepts weights without them, export keeps them, and tiles of the
-synthesis get the context their wider reach needs."""
+"""Residual blocks in g_s and g_s_low (ModelConfig.synthesis_blocks, low_synthesis_blocks):
+added to trained weights they start as the identity, --init accepts weights without them,
+export keeps them, and tiles of each synthesis get the context their wider reach needs."""
 import dataclasses
 import json
 
@@ -18,18 +18,26 @@ from conftest import decode_latent, smooth_image, write_photos
 from make_tiny_model import TINY, save_tiny_training_weights, tiny_trained_model
 
 
-def blocks_model(blocks: int = 2, seed: int = 5) -> ProgressiveModel:
-    """The tiny trained model with residual blocks in g_s, their zero convolutions drawn."""
+def blocks_model(blocks: int = 2, seed: int = 5, low_blocks: int = 0) -> ProgressiveModel:
+    """The tiny trained model with residual blocks in g_s, their zero convolutions drawn; with
+    low_blocks, also a g_s_low for keep-fractions below 0.5 (a copy of g_s without its blocks)
+    with that many blocks, drawn."""
     base = tiny_trained_model()
-    m = ProgressiveModel(dataclasses.replace(TINY, synthesis_blocks=blocks))
+    config = dataclasses.replace(TINY, synthesis_blocks=blocks)
+    if low_blocks:
+        config = dataclasses.replace(config, low_synthesis_keep=0.5, low_synthesis_blocks=low_blocks)
+    m = ProgressiveModel(config)
     missing, unexpected = m.load_state_dict(base.state_dict(), strict=False)
     assert missing and not unexpected
-    assert all(k.startswith(("g_s.res8.", "g_s.res4.")) for k in missing)
+    assert all(k.startswith(("g_s.res8.", "g_s.res4.", "g_s_low.")) for k in missing)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in m.g_s.named_parameters():
-            if name.startswith("res"):
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+        if low_blocks:
+            m.g_s_low.load_state_dict(base.g_s.state_dict(), strict=False)
+        for net in (m.g_s, m.g_s_low) if low_blocks else (m.g_s,):
+            for name, p in net.named_parameters():
+                if name.startswith("res"):
+                    p.copy_(0.3 * torch.randn(p.shape, generator=g))
     return m
 
 
@@ -39,6 +47,11 @@ def test_config_rejects_bad_block_counts():
             ModelConfig(synthesis_blocks=bad)
     with pytest.raises(ValueError):
         ModelConfig(synthesis_blocks=1, decoder_side=True)
+    for bad in (-1, 3):
+        with pytest.raises(ValueError):
+            ModelConfig(low_synthesis_keep=0.1, low_synthesis_blocks=bad)
+    with pytest.raises(ValueError):  # blocks for a g_s_low the model does not have
+        ModelConfig(low_synthesis_blocks=1)
 
 
 def test_new_blocks_are_the_identity_and_drawn_ones_are_not():
@@ -52,9 +65,9 @@ def test_new_blocks_are_the_identity_and_drawn_ones_are_not():
 
 
 def test_margin_grows_with_the_blocks():
-    assert synthesis_margin(TINY, 32) == 32
-    assert synthesis_margin(dataclasses.replace(TINY, synthesis_blocks=1), 32) == 48
-    assert synthesis_margin(dataclasses.replace(TINY, synthesis_blocks=2), 32) == 64
+    assert synthesis_margin(0, 32) == 32
+    assert synthesis_margin(1, 32) == 48
+    assert synthesis_margin(2, 32) == 64
 
 
 def test_export_keeps_the_blocks_and_tiles_get_their_context(tmp_path, monkeypatch):
@@ -100,3 +113,62 @@ def test_training_adds_blocks_to_weights_without_them(tmp_path):
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ckpt["config"]["synthesis_blocks"] == 2
     assert ckpt["model"]["g_s.res4.conv2.weight"].abs().max() > 0  # trained away from zero
+
+
+def test_short_prefixes_decode_through_the_blocks_of_g_s_low(tmp_path, monkeypatch):
+    """A prefix below low_synthesis_keep decodes through g_s_low and its blocks; with forced
+    64 px tiles, g_s_low's own margin gives the whole-image output, the plain one does not."""
+    m = blocks_model(blocks=0, low_blocks=2)
+    path = tmp_path / "low-blocks.safetensors"
+    save_weights(runtime_model_from_trained(m), "tiny-low-blocks", path)
+    loaded = load_model(path)
+    assert loaded.model.config.low_synthesis_blocks == 2
+    height, width = 192, 256  # multiples of 64: no padding
+    total = height // 16 * (width // 16) * TINY.M
+    received = total // 10  # a short prefix: g_s_low's
+    rt = codec.runtime(loaded, "cpu")
+    assert rt.synthesis_for(received, total) is rt.g_s_low
+    assert (rt.synthesis_margin, rt.low_synthesis_margin) == (tiling.MARGIN, 64)
+    y = torch.randn(1, TINY.M, height // 16, width // 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        whole = codec._synthesis(rt, y, height, width, received=received)
+        direct = loaded.model.g_s_low.float()(y).clamp(0, 1)[0]
+        direct = (direct * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        assert np.abs(whole.astype(int) - direct).max() <= 1
+        monkeypatch.setattr(tiling, "SYNTHESIS_TILE", 64)
+        monkeypatch.setattr(tiling, "UNTILED_MAX", 0)
+        tiled = codec._synthesis(rt, y, height, width, received=received)
+        assert np.abs(tiled.astype(int) - whole).max() <= 1
+        monkeypatch.setattr(rt, "low_synthesis_margin", tiling.MARGIN)
+        short = codec._synthesis(rt, y, height, width, received=received)
+    assert np.abs(short.astype(int) - whole).max() > 1
+
+
+def test_training_adds_blocks_to_g_s_low_and_keeps_its_weights(tmp_path):
+    """--init from weights with a g_s_low plus --config low_synthesis_blocks: g_s_low keeps its
+    own trained layers (it is not copied again from g_s), its new blocks start as the
+    identity, and a --synthesis-keep-max stage trains them."""
+    data = write_photos(tmp_path / "photos", 4)
+    low = blocks_model(blocks=0, low_blocks=1)
+    with torch.no_grad():  # a g_s_low trained apart from g_s
+        for p in low.g_s_low.parameters():
+            p.mul_(1.1)
+    low_config = dataclasses.replace(low.config, low_synthesis_blocks=0)
+    init = tmp_path / "low.pt"
+    torch.save({"model": {k: v for k, v in low.state_dict().items() if ".res" not in k},
+                "config": low_config.to_dict()}, init)
+    common = [str(data), "--batch", "2", "--patch", "64", "--warmup", "1", "--init", str(init),
+              "--config", json.dumps({"low_synthesis_blocks": 2})]
+    assert train.main(common + ["--out", str(tmp_path / "run0"), "--steps", "0"]) == 0
+    start = torch.load(tmp_path / "run0" / "checkpoint.pt", weights_only=False)["model"]
+    before = low.state_dict()
+    for k in ("g_s_low.0.weight", "g_s_low.6.weight"):
+        assert torch.equal(start[k], before[k]) and not torch.equal(start[k], before["g_s." + k[8:]])
+    assert start["g_s_low.res4.conv2.weight"].abs().max() == 0
+
+    assert train.main(common + ["--out", str(tmp_path / "run"), "--steps", "2",
+                                "--synthesis-keep-max", "0.5"]) == 0
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["config"]["low_synthesis_blocks"] == 2
+    assert ckpt["model"]["g_s_low.res4.conv2.weight"].abs().max() > 0
+    assert torch.equal(ckpt["model"]["g_s.0.weight"], before["g_s.0.weight"])
