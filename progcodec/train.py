@@ -329,10 +329,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"--init {args.init} does not fit this model: missing {missing}, "
                              f"unexpected {unexpected}")
         if any(k.startswith("g_s_low.") and not k.startswith(BLOCK_PARTS) for k in missing):
-            # g_s_low added: it starts as a copy of g_s, with the blocks both have
-            low = model.g_s_low.state_dict().keys()
-            model.g_s_low.load_state_dict({k: v for k, v in model.g_s.state_dict().items()
-                                           if k in low}, strict=False)
+            # g_s_low added: it starts as a copy of g_s (strict=False: only what both have)
+            model.g_s_low.load_state_dict(model.g_s.state_dict(), strict=False)
         print(f"initialised from {args.init}" + (f" (new: {missing})" if missing else ""), file=log)
 
     # the keep-fraction band of a one-synthesis run (lo, hi, share at q = 1), else None
