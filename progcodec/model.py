@@ -41,8 +41,9 @@ class ModelConfig:
     # networks, so the bitstream and the long prefixes do not change.
     low_synthesis_keep: float = 0.0
     # Residual blocks in g_s (not g_s_low): 1 after its stride-8 GDN, 2 also after its stride-4
-    # GDN. Each starts as the identity (last conv zero), so trained weights without them load
-    # and decode unchanged until the blocks are trained.
+    # GDN, 3 also after its stride-2 GDN (the costliest: 4x the pixels of the stride-4 one).
+    # Each starts as the identity (last conv zero), so trained weights without them load and
+    # decode unchanged until the blocks are trained.
     synthesis_blocks: int = 0
     # The same residual blocks in g_s_low (needs low_synthesis_keep): the short prefixes it
     # decodes leave the most for the synthesis to fill in.
@@ -52,8 +53,9 @@ class ModelConfig:
         if not 0.0 <= self.low_synthesis_keep < 1.0:
             raise ValueError(f"low_synthesis_keep {self.low_synthesis_keep} is not in [0, 1)")
         for name in ("synthesis_blocks", "low_synthesis_blocks"):
-            if getattr(self, name) not in (0, 1, 2):
-                raise ValueError(f"{name} {getattr(self, name)} is not 0, 1 or 2")
+            if getattr(self, name) not in range(len(SYNTHESIS_BLOCKS) + 1):
+                raise ValueError(f"{name} {getattr(self, name)} is not in "
+                                 f"0..{len(SYNTHESIS_BLOCKS)}")
         if self.low_synthesis_blocks and not self.low_synthesis_keep:
             raise ValueError("low_synthesis_blocks needs low_synthesis_keep (a g_s_low)")
         if self.synthesis_blocks and self.decoder_side:
@@ -194,7 +196,7 @@ class ResidualBlock(nn.Module):
 
 # The residual blocks g_s may carry, in the order synthesis_blocks adds them: name, the layer of
 # synthesis_layers they follow, and the stride they run at.
-SYNTHESIS_BLOCKS = (("res8", 1, 8), ("res4", 3, 4))
+SYNTHESIS_BLOCKS = (("res8", 1, 8), ("res4", 3, 4), ("res2", 5, 2))
 # Parameter prefixes of the blocks, in either synthesis
 BLOCK_PARTS = tuple(f"{net}.{name}." for net in ("g_s", "g_s_low") for name, _, _ in SYNTHESIS_BLOCKS)
 # Parameter prefixes that --config may add to trained weights (train --init accepts them missing)

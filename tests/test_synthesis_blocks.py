@@ -11,7 +11,7 @@ import torch
 import progcodec
 from progcodec import codec, container, tiling, train
 from progcodec.export import runtime_model_from_trained
-from progcodec.model import ModelConfig, ProgressiveModel, synthesis_margin
+from progcodec.model import BLOCK_PARTS, ModelConfig, ProgressiveModel, synthesis_margin
 from progcodec.weights import load_model, save_weights
 
 from conftest import decode_latent, smooth_image, write_photos
@@ -29,7 +29,7 @@ def blocks_model(blocks: int = 2, seed: int = 5, low_blocks: int = 0) -> Progres
     m = ProgressiveModel(config)
     missing, unexpected = m.load_state_dict(base.state_dict(), strict=False)
     assert missing and not unexpected
-    assert all(k.startswith(("g_s.res8.", "g_s.res4.", "g_s_low.")) for k in missing)
+    assert all(k.startswith(BLOCK_PARTS + ("g_s_low.",)) for k in missing)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         if low_blocks:
@@ -42,12 +42,12 @@ def blocks_model(blocks: int = 2, seed: int = 5, low_blocks: int = 0) -> Progres
 
 
 def test_config_rejects_bad_block_counts():
-    for bad in (-1, 3):
+    for bad in (-1, 4):
         with pytest.raises(ValueError):
             ModelConfig(synthesis_blocks=bad)
     with pytest.raises(ValueError):
         ModelConfig(synthesis_blocks=1, decoder_side=True)
-    for bad in (-1, 3):
+    for bad in (-1, 4):
         with pytest.raises(ValueError):
             ModelConfig(low_synthesis_keep=0.1, low_synthesis_blocks=bad)
     with pytest.raises(ValueError):  # blocks for a g_s_low the model does not have
@@ -68,12 +68,14 @@ def test_margin_grows_with_the_blocks():
     assert synthesis_margin(0, 32) == 32
     assert synthesis_margin(1, 32) == 48
     assert synthesis_margin(2, 32) == 64
+    assert synthesis_margin(3, 32) == 64  # 16 + 8 + 4 = 28 px of reach: still one 32 px step
 
 
-def test_export_keeps_the_blocks_and_tiles_get_their_context(tmp_path, monkeypatch):
+@pytest.mark.parametrize("blocks", [2, 3])
+def test_export_keeps_the_blocks_and_tiles_get_their_context(tmp_path, monkeypatch, blocks):
     """A weight file with blocks decodes through them; with forced 64 px tiles, the model's
     synthesis margin gives the whole-image output, and the plain margin does not."""
-    m = blocks_model()
+    m = blocks_model(blocks)
     path = tmp_path / "blocks.safetensors"
     save_weights(runtime_model_from_trained(m), "tiny-blocks", path)
     loaded = load_model(path)
