@@ -22,7 +22,8 @@ from . import container, entropy, latent_search, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .intnet import ScaleNetRelaxed
-from .model import STRIDE, Synthesis, coding_order, coding_rank, side_features, synthesis_margin
+from .model import (ANALYSIS_BLOCKS, STRIDE, Synthesis, coding_order, coding_rank, side_features,
+                    synthesis_margin)
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
@@ -72,8 +73,15 @@ class _Runtime:
         # context pixels for tiles of g_s and g_s_low: residual blocks (if any) reach further
         self.synthesis_margin = synthesis_margin(m.config.synthesis_blocks, tiling.MARGIN)
         self.low_synthesis_margin = synthesis_margin(m.config.low_synthesis_blocks, tiling.MARGIN)
+        self.analysis_blocks = m.config.analysis_blocks
         self._g_s_search = None
         self._hyper_search = None
+
+    @property
+    def analysis_margin(self) -> int:
+        """Context pixels for tiles of g_a: tiling.MARGIN (read at each use) plus the reach of
+        its residual blocks, if any."""
+        return synthesis_margin(self.analysis_blocks, tiling.MARGIN, ANALYSIS_BLOCKS)
 
     @property
     def g_s_search(self):
@@ -243,7 +251,7 @@ def _analysis(rt: _Runtime, rgb: np.ndarray) -> torch.Tensor:
     converting only one tile at a time to float64."""
     h, w = rgb.shape[:2]
     hp, wp = _padded_size(h, w)
-    grid = tiling.tiles(hp, wp, tiling.ANALYSIS_TILE)
+    grid = tiling.tiles(hp, wp, tiling.ANALYSIS_TILE, margin=rt.analysis_margin)
     if len(grid) == 1:  # the whole image, exactly as the untiled encoder always did
         return rt.g_a64(_padded_pixels(rgb, rt.device, torch.float64))
     y = None

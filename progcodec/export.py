@@ -3,8 +3,10 @@
     python -m progcodec.export runs/v1/checkpoint.pt models/progcodec-v1.safetensors --name progcodec-v1
 
 The checkpoint is our own training output (trusted, pickled); the weight file it writes is
-safetensors: float networks, the integer scale network and the coding tables, plus the
-training-only tensors (z density, float scale net) that let `train --init` resume from it.
+safetensors: float networks, the integer scale network and the coding tables. Beside it goes
+its sidecar `NAME.resume` (weights.training_sidecar): the training-only tensors (z density,
+float scale net) that let `train --init NAME.safetensors` resume from it; the codec never
+reads that file.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 from . import ordering
 from .model import ModelConfig, ProgressiveModel
 from .tables import CodingTables
-from .weights import save_weights, training_state_from_weights
+from .weights import save_training_tensors, save_weights, training_state_from_weights
 
 
 def runtime_model_from_trained(trained: ProgressiveModel, order_crops=None,
@@ -93,11 +95,13 @@ def main(argv=None) -> int:
     model = runtime_model_from_trained(trained, crops, args.gain_power)
     extras = {k: v for k, v in trained.state_dict().items()
               if k.startswith(("scale_net.", "z_density."))}
-    digest = save_weights(model, args.name, args.output, train_extras=extras)
+    digest = save_weights(model, args.name, args.output)
+    sidecar = save_training_tensors(extras, args.output, digest)
     n = sum(p.numel() for p in model.parameters()) + sum(
         b.numel() for k, b in model.named_buffers() if k.startswith("scale_net."))
     print(f"wrote {args.output} ({args.output.stat().st_size} bytes, {n} parameters, "
-          f"digest {digest.hex()})")
+          f"digest {digest.hex()}) and its training tensors {sidecar} "
+          f"({sidecar.stat().st_size} bytes)")
     return 0
 
 

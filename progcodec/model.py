@@ -48,6 +48,10 @@ class ModelConfig:
     # The same residual blocks in g_s_low (needs low_synthesis_keep): the short prefixes it
     # decodes leave the most for the synthesis to fill in.
     low_synthesis_blocks: int = 0
+    # Residual blocks in the analysis g_a (ANALYSIS_BLOCKS): 1 after its stride-8 GDN, 2 also
+    # after its stride-4 GDN. Encoder only: the decoder and the bitstream format do not change,
+    # and each starts as the identity, so trained weights without them encode unchanged.
+    analysis_blocks: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.low_synthesis_keep < 1.0:
@@ -56,6 +60,9 @@ class ModelConfig:
             if getattr(self, name) not in range(len(SYNTHESIS_BLOCKS) + 1):
                 raise ValueError(f"{name} {getattr(self, name)} is not in "
                                  f"0..{len(SYNTHESIS_BLOCKS)}")
+        if self.analysis_blocks not in range(len(ANALYSIS_BLOCKS) + 1):
+            raise ValueError(f"analysis_blocks {self.analysis_blocks} is not in "
+                             f"0..{len(ANALYSIS_BLOCKS)}")
         if self.low_synthesis_blocks and not self.low_synthesis_keep:
             raise ValueError("low_synthesis_blocks needs low_synthesis_keep (a g_s_low)")
         if self.synthesis_blocks and self.decoder_side:
@@ -197,30 +204,48 @@ class ResidualBlock(nn.Module):
 # The residual blocks g_s may carry, in the order synthesis_blocks adds them: name, the layer of
 # synthesis_layers they follow, and the stride they run at.
 SYNTHESIS_BLOCKS = (("res8", 1, 8), ("res4", 3, 4), ("res2", 5, 2))
-# Parameter prefixes of the blocks, in either synthesis
+# The same for g_a (analysis_blocks). Its stride-2 block is left out: g_a runs in float64 at
+# the encoder, where a 3x3 convolution at half resolution costs 0.66 s per Kodak image.
+ANALYSIS_BLOCKS = (("res8", 5, 8), ("res4", 3, 4))
+# Parameter prefixes of the blocks, in either synthesis and in the analysis
 BLOCK_PARTS = tuple(f"{net}.{name}." for net in ("g_s", "g_s_low") for name, _, _ in SYNTHESIS_BLOCKS)
+ANALYSIS_PARTS = tuple(f"g_a.{name}." for name, _, _ in ANALYSIS_BLOCKS)
 # Parameter prefixes that --config may add to trained weights (train --init accepts them missing)
-ADDABLE_PARTS = ("g_s_side.", "g_s_low.") + BLOCK_PARTS
+ADDABLE_PARTS = ("g_s_side.", "g_s_low.") + BLOCK_PARTS + ANALYSIS_PARTS
 
 
-class SynthesisWithBlocks(nn.Sequential):
-    """The seven layers of synthesis_layers (named 0 to 6, as there, so weights trained without
-    blocks load into it) and the first `blocks` residual blocks of SYNTHESIS_BLOCKS, each run
-    after its layer."""
+class LayersWithBlocks(nn.Sequential):
+    """Seven transform layers (named 0 to 6, so weights trained without blocks load into it)
+    and residual blocks, each run after its layer: the first `blocks` of `specs`
+    (SYNTHESIS_BLOCKS or ANALYSIS_BLOCKS)."""
 
-    def __init__(self, layers: list[nn.Module], blocks: int, channels: int):
+    def __init__(self, layers: list[nn.Module], blocks: int, channels: int,
+                 specs: tuple = SYNTHESIS_BLOCKS):
         super().__init__(*layers)
+        self.layer_count = len(layers)
         self.after = {}  # layer index -> block name
-        for name, layer, _ in SYNTHESIS_BLOCKS[:blocks]:
+        for name, layer, _ in specs[:blocks]:
             self.add_module(name, ResidualBlock(channels))
             self.after[layer] = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(7):
+        for i in range(self.layer_count):
             x = self[i](x)
             if i in self.after:
                 x = self._modules[self.after[i]](x)
         return x
+
+
+SynthesisWithBlocks = LayersWithBlocks  # the name g_s's blocks were introduced under
+
+
+def analysis_layers(c: ModelConfig) -> nn.Sequential:
+    """g_a: RGB -> y (M channels, stride 16), with c.analysis_blocks residual blocks."""
+    layers = [conv(3, c.N), SimplifiedGDN(c.N), conv(c.N, c.N), SimplifiedGDN(c.N),
+              conv(c.N, c.N), SimplifiedGDN(c.N), conv(c.N, c.M)]
+    if c.analysis_blocks:
+        return LayersWithBlocks(layers, c.analysis_blocks, c.N, ANALYSIS_BLOCKS)
+    return nn.Sequential(*layers)
 
 
 def synthesis_layers(c: ModelConfig, blocks: int = 0) -> nn.Sequential:
@@ -232,11 +257,12 @@ def synthesis_layers(c: ModelConfig, blocks: int = 0) -> nn.Sequential:
     return SynthesisWithBlocks(layers, blocks, c.N) if blocks else nn.Sequential(*layers)
 
 
-def synthesis_margin(blocks: int, base: int) -> int:
-    """Context pixels for tiles of a synthesis with `blocks` residual blocks: `base`
-    (tiling.MARGIN, which covers a synthesis without blocks) plus the blocks' reach (two 3x3
-    convolutions: 2 positions at their stride), rounded up to a multiple of 16."""
-    extra = sum(2 * stride for _, _, stride in SYNTHESIS_BLOCKS[:blocks])
+def synthesis_margin(blocks: int, base: int, specs: tuple = SYNTHESIS_BLOCKS) -> int:
+    """Context pixels for tiles of a synthesis (or, with specs=ANALYSIS_BLOCKS, an analysis)
+    with `blocks` residual blocks: `base` (tiling.MARGIN, which covers a transform without
+    blocks) plus the blocks' reach (two 3x3 convolutions: 2 positions at their stride), rounded
+    up to a multiple of 16."""
+    extra = sum(2 * stride for _, _, stride in specs[:blocks])
     return base + -(-extra // 16) * 16
 
 
@@ -247,9 +273,7 @@ class ProgressiveModel(nn.Module):
         super().__init__()
         c = config
         self.config = c
-        self.g_a = nn.Sequential(
-            conv(3, c.N), SimplifiedGDN(c.N), conv(c.N, c.N), SimplifiedGDN(c.N),
-            conv(c.N, c.N), SimplifiedGDN(c.N), conv(c.N, c.M))
+        self.g_a = analysis_layers(c)
         self.g_s = synthesis_layers(c, c.synthesis_blocks)
         self.g_s_low = synthesis_layers(c, c.low_synthesis_blocks) if c.low_synthesis_keep else None
         self.g_s_side = None

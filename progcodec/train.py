@@ -146,6 +146,10 @@ def make_optimizer(model: ProgressiveModel, args) -> torch.optim.Adam:
     side (--finetune-decoder), or everything (param_groups). Built before a checkpoint of the
     run is resumed, so the saved optimizer state always fits it."""
     config = model.config
+    if args.train_encoder and (args.synthesis_keep_max or args.synthesis_keep_min
+                               or args.finetune_decoder):
+        raise SystemExit("--train-encoder trains the encoder side; --synthesis-keep-max/-min "
+                         "and --finetune-decoder train decoder networks: give one")
     if args.synthesis_keep_max or args.synthesis_keep_min:
         # Only one synthesis trains: the one of short prefixes (g_s_low when the model has one,
         # else g_s) with --synthesis-keep-max, the main one with --synthesis-keep-min. The rate
@@ -164,6 +168,10 @@ def make_optimizer(model: ProgressiveModel, args) -> torch.optim.Adam:
         return torch.optim.Adam(train_only(model, (prefix,)), lr=args.lr)
     if args.finetune_decoder:
         return torch.optim.Adam(train_only(model, ("g_s.", "g_s_side.", "h_mean.")), lr=args.lr)
+    if args.train_encoder:
+        # The encoder side alone (g_a, h_a): every network the decoder runs, the z density and
+        # the coding tables stay as they are, so only the y and z an image gets can change.
+        return torch.optim.Adam(train_only(model, ("g_a.", "h_a.")), lr=args.lr)
     return torch.optim.Adam(param_groups(model, args.side_lr_mult), lr=args.lr)
 
 
@@ -239,6 +247,10 @@ def main(argv=None) -> int:
     ap.add_argument("--z-weight", type=float, default=1.0,
                     help="weight of the z bits in the loss (1: the true rate); above 1 asks for a "
                          "cheaper z, the part every prefix pays")
+    ap.add_argument("--train-encoder", action="store_true",
+                    help="train the encoder side alone (g_a and h_a, e.g. with new residual "
+                         "blocks: --config '{\"analysis_blocks\": 2}'); the decoder's networks, "
+                         "the scale network and the z density stay frozen")
     ap.add_argument("--finetune-decoder", action="store_true",
                     help="train only the decoder side (g_s, h_mean) on mostly small keep-fractions; "
                          "the encoder side, z density and scale net stay frozen")
@@ -263,7 +275,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", type=Path,
                     help="start from these weights (a checkpoint.pt, or a shipped .safetensors "
-                         "file with training tensors), with a new optimizer")
+                         "file with its training tensors, inline or in the NAME.resume file "
+                         "beside it), with a new optimizer")
     ap.add_argument("--config", type=str, default="{}",
                     help="ModelConfig overrides as JSON; with --init, only parts the initial "
                          "weights lack may be added, e.g. '{\"decoder_side\": true}', or the "
@@ -295,7 +308,7 @@ def main(argv=None) -> int:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         config = ModelConfig(**state["config"])
     elif args.init:
-        if args.init.suffix == ".safetensors":  # a shipped weight file with training tensors
+        if args.init.suffix == ".safetensors":  # a shipped weight file (+ its .resume sidecar)
             from .weights import training_state_from_weights
             config, init_state = training_state_from_weights(args.init)
         else:

@@ -37,6 +37,11 @@ class LoadedModel:
 
 
 TRAIN_PREFIX = "train."  # training-only tensors (z density, float scale net): for resuming
+# Where progcodec.export puts those tensors: a file beside the weight file, named like it with
+# this suffix (models/NAME.resume). Not "*.safetensors", so it is never taken for a model, and
+# not package data: the codec never reads it, and the weight file stays 2 MB smaller.
+TRAIN_SIDECAR_SUFFIX = ".resume"
+TRAIN_FORMAT = "progcodec-train-tensors-1"
 
 
 def save_weights(model: ProgressiveModel, name: str, path: Path,
@@ -56,6 +61,27 @@ def save_weights(model: ProgressiveModel, name: str, path: Path,
     tmp.write_bytes(data)
     tmp.replace(path)
     return hashlib.sha256(data).digest()[:8]
+
+
+def training_sidecar(weights_path: Path) -> Path:
+    """The file that holds the training-only tensors of the weight file at weights_path."""
+    weights_path = Path(weights_path)
+    return weights_path.with_name(weights_path.stem + TRAIN_SIDECAR_SUFFIX)
+
+
+def save_training_tensors(train_extras: dict[str, torch.Tensor], weights_path: Path,
+                          digest: bytes) -> Path:
+    """Write the training-only tensors of the weight file at weights_path (whose digest is
+    `digest`) to its sidecar, stored as save_weights would have stored them inline (fp16)."""
+    tensors = {TRAIN_PREFIX + k: (v.detach().cpu().contiguous().half()
+                                  if v.is_floating_point() else v.detach().cpu().contiguous())
+               for k, v in train_extras.items()}
+    meta = {"format": TRAIN_FORMAT, "weights_digest": digest.hex()}
+    path = training_sidecar(weights_path)
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_bytes(_metadata_in_key_order(st_save(tensors, metadata=meta)))
+    tmp.replace(path)
+    return path
 
 
 def _metadata_in_key_order(data: bytes) -> bytes:
@@ -147,7 +173,8 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> LoadedModel:
 
 
 def training_state_from_weights(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """State dict of the training-time model, rebuilt from a weight file with train extras."""
+    """State dict of the training-time model, rebuilt from a weight file and its training
+    tensors: stored inline (weight files exported before the sidecar) or in its sidecar."""
     data = Path(path).read_bytes()
     tensors = st_load(data)
     header_len = int.from_bytes(data[:8], "little")
@@ -155,7 +182,19 @@ def training_state_from_weights(path: Path) -> tuple[ModelConfig, dict[str, torc
     state = {k: v.float() for k, v in tensors.items()
              if v.is_floating_point() and not k.startswith(("scale_net.", "tables.", TRAIN_PREFIX))}
     extras = {k[len(TRAIN_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(TRAIN_PREFIX)}
+    sidecar = training_sidecar(path)
+    if not extras and sidecar.is_file():
+        side = sidecar.read_bytes()
+        n = int.from_bytes(side[:8], "little")
+        side_meta = json.loads(side[8:8 + n]).get("__metadata__", {})
+        if side_meta.get("format") != TRAIN_FORMAT:
+            raise WeightsError(f"{sidecar} is not a progcodec training-tensor file")
+        if side_meta.get("weights_digest") != hashlib.sha256(data).digest()[:8].hex():
+            raise WeightsError(f"{sidecar} belongs to another weight file than {path}")
+        extras = {k[len(TRAIN_PREFIX):]: v.float() for k, v in st_load(side).items()
+                  if k.startswith(TRAIN_PREFIX)}
     if not extras:
-        raise WeightsError(f"{path} has no training tensors: cannot resume training from it")
+        raise WeightsError(f"{path} has no training tensors (inline or in {sidecar.name}): "
+                           "cannot resume training from it")
     state.update(extras)
     return ModelConfig(**json.loads(meta["config"])), state
