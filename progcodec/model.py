@@ -236,9 +236,6 @@ class LayersWithBlocks(nn.Sequential):
         return x
 
 
-SynthesisWithBlocks = LayersWithBlocks  # the name g_s's blocks were introduced under
-
-
 def analysis_layers(c: ModelConfig) -> nn.Sequential:
     """g_a: RGB -> y (M channels, stride 16), with c.analysis_blocks residual blocks."""
     layers = [conv(3, c.N), SimplifiedGDN(c.N), conv(c.N, c.N), SimplifiedGDN(c.N),
@@ -250,11 +247,11 @@ def analysis_layers(c: ModelConfig) -> nn.Sequential:
 
 def synthesis_layers(c: ModelConfig, blocks: int = 0) -> nn.Sequential:
     """g_s (and g_s_low): y (M channels, stride 16) -> RGB; `blocks` residual blocks
-    (SynthesisWithBlocks): a model's synthesis_blocks (g_s) or low_synthesis_blocks (g_s_low)."""
+    (LayersWithBlocks): a model's synthesis_blocks (g_s) or low_synthesis_blocks (g_s_low)."""
     layers = [deconv(c.M, c.N), SimplifiedGDN(c.N, inverse=True),
               deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True),
               deconv(c.N, c.N), SimplifiedGDN(c.N, inverse=True), deconv(c.N, 3)]
-    return SynthesisWithBlocks(layers, blocks, c.N) if blocks else nn.Sequential(*layers)
+    return LayersWithBlocks(layers, blocks, c.N) if blocks else nn.Sequential(*layers)
 
 
 def synthesis_margin(blocks: int, base: int, specs: tuple = SYNTHESIS_BLOCKS) -> int:

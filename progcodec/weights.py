@@ -49,18 +49,37 @@ def save_weights(model: ProgressiveModel, name: str, path: Path,
     """Write the run-time model to `path`; returns its 8-byte digest.
 
     train_extras: training-only tensors stored under "train." (the codec ignores them), so that
-    training can resume from a committed weight file without the optimizer checkpoint."""
-    tensors = {}
+    training can resume from a committed weight file without the optimizer checkpoint. The
+    export puts them in a sidecar instead (save_training_tensors)."""
     extras = {TRAIN_PREFIX + k: v for k, v in (train_extras or {}).items()}
-    for k, v in {**model.state_dict(), **extras}.items():
-        v = v.detach().cpu().contiguous()
-        tensors[k] = v.half() if v.is_floating_point() else v
     meta = {"format": FORMAT, "name": name, "config": json.dumps(model.config.to_dict())}
-    data = _metadata_in_key_order(st_save(tensors, metadata=meta))
+    data = _write_safetensors({**model.state_dict(), **extras}, meta, Path(path))
+    return hashlib.sha256(data).digest()[:8]
+
+
+def _write_safetensors(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> bytes:
+    """Write tensors (floats stored fp16) and metadata to `path` through a temporary file, with
+    the metadata keys in a fixed order (_metadata_in_key_order); returns the bytes written."""
+    stored = {}
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        stored[k] = v.half() if v.is_floating_point() else v
+    data = _metadata_in_key_order(st_save(stored, metadata=meta))
     tmp = Path(str(path) + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
-    return hashlib.sha256(data).digest()[:8]
+    return data
+
+
+def _metadata(data: bytes) -> dict:
+    """The __metadata__ of a safetensors file's bytes (raises ValueError on a bad header)."""
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + n]).get("__metadata__", {})
+
+
+def _train_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The training-only tensors among `tensors`, without their "train." prefix, as float32."""
+    return {k[len(TRAIN_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(TRAIN_PREFIX)}
 
 
 def training_sidecar(weights_path: Path) -> Path:
@@ -73,14 +92,9 @@ def save_training_tensors(train_extras: dict[str, torch.Tensor], weights_path: P
                           digest: bytes) -> Path:
     """Write the training-only tensors of the weight file at weights_path (whose digest is
     `digest`) to its sidecar, stored as save_weights would have stored them inline (fp16)."""
-    tensors = {TRAIN_PREFIX + k: (v.detach().cpu().contiguous().half()
-                                  if v.is_floating_point() else v.detach().cpu().contiguous())
-               for k, v in train_extras.items()}
-    meta = {"format": TRAIN_FORMAT, "weights_digest": digest.hex()}
     path = training_sidecar(weights_path)
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_bytes(_metadata_in_key_order(st_save(tensors, metadata=meta)))
-    tmp.replace(path)
+    _write_safetensors({TRAIN_PREFIX + k: v for k, v in train_extras.items()},
+                       {"format": TRAIN_FORMAT, "weights_digest": digest.hex()}, path)
     return path
 
 
@@ -100,8 +114,7 @@ def _metadata_in_key_order(data: bytes) -> bytes:
 def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:
     try:
         tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8:8 + header_len]).get("__metadata__", {})
+        meta = _metadata(data)
     except (SafetensorError, ValueError, json.JSONDecodeError) as e:
         raise WeightsError(f"not a progcodec weight file: {e}") from None
     if meta.get("format") != FORMAT:
@@ -177,22 +190,19 @@ def training_state_from_weights(path: Path) -> tuple[ModelConfig, dict[str, torc
     tensors: stored inline (weight files exported before the sidecar) or in its sidecar."""
     data = Path(path).read_bytes()
     tensors = st_load(data)
-    header_len = int.from_bytes(data[:8], "little")
-    meta = json.loads(data[8:8 + header_len])["__metadata__"]
+    meta = _metadata(data)
     state = {k: v.float() for k, v in tensors.items()
              if v.is_floating_point() and not k.startswith(("scale_net.", "tables.", TRAIN_PREFIX))}
-    extras = {k[len(TRAIN_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(TRAIN_PREFIX)}
+    extras = _train_tensors(tensors)
     sidecar = training_sidecar(path)
     if not extras and sidecar.is_file():
         side = sidecar.read_bytes()
-        n = int.from_bytes(side[:8], "little")
-        side_meta = json.loads(side[8:8 + n]).get("__metadata__", {})
+        side_meta = _metadata(side)
         if side_meta.get("format") != TRAIN_FORMAT:
             raise WeightsError(f"{sidecar} is not a progcodec training-tensor file")
         if side_meta.get("weights_digest") != hashlib.sha256(data).digest()[:8].hex():
             raise WeightsError(f"{sidecar} belongs to another weight file than {path}")
-        extras = {k[len(TRAIN_PREFIX):]: v.float() for k, v in st_load(side).items()
-                  if k.startswith(TRAIN_PREFIX)}
+        extras = _train_tensors(st_load(side))
     if not extras:
         raise WeightsError(f"{path} has no training tensors (inline or in {sidecar.name}): "
                            "cannot resume training from it")
