@@ -124,12 +124,19 @@ def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:
     except (KeyError, TypeError, ValueError) as e:  # json errors are ValueErrors
         raise WeightsError(f"weight file with an unusable model configuration: {e}") from None
     model = ProgressiveModel(config, integer_scale=True)
-    model.tables = CodingTables(tensors["tables.z_counts"].shape[0], tensors["tables.z_counts"].shape[1],
-                                tensors["tables.y_counts"].shape[0], tensors["tables.y_counts"].shape[1],
+    counts = [tensors.get(f"tables.{k}") for k in ("z_counts", "y_counts")]
+    if any(t is None or t.dim() != 2 for t in counts):
+        raise WeightsError("weight file without its coding tables")
+    model.tables = CodingTables(*counts[0].shape, *counts[1].shape,
                                 y_channels=config.M if "tables.order_rank" in tensors else 0)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()
              if not k.startswith(TRAIN_PREFIX)}
-    model.load_state_dict(state, strict=True)
+    try:  # strict: every tensor the configuration needs, of its shape, and no other
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[1:2] or [str(e)]
+        raise WeightsError("weight file does not match its configuration: "
+                           f"{first[0].strip()[:200]}") from None
     model.eval()
     return LoadedModel(meta["name"], hashlib.sha256(data).digest()[:8], model, path)
 

@@ -177,3 +177,28 @@ def test_weight_file_with_an_unusable_config_is_refused(tmp_path, change):
     meta["config"] = json.dumps(json.loads(meta["config"]) | change)
     with pytest.raises(WeightsError):
         load_weights_bytes(st_save(st_load(data), metadata=meta))
+
+
+@pytest.mark.parametrize("damage", ["drop_tables", "drop_a_weight", "extra_tensor", "wrong_shape"])
+def test_weight_file_whose_tensors_do_not_fit_its_config_is_refused(tmp_path, damage):
+    """A weight file is input too: tensors missing, extra or of the wrong shape for the
+    configuration it declares give a WeightsError (a one-line message), not an internal error."""
+    from safetensors.torch import load as st_load, save as st_save
+    from progcodec.weights import WeightsError, load_weights_bytes
+    path = tmp_path / "ok.safetensors"
+    save_weights(runtime_model_from_trained(tiny_trained_model()), "tiny", path)
+    data = path.read_bytes()
+    meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    tensors = st_load(data)
+    load_weights_bytes(st_save(tensors, metadata=meta))  # untouched, it loads
+    if damage == "drop_tables":
+        del tensors["tables.y_counts"]
+    elif damage == "drop_a_weight":
+        del tensors["g_s.0.weight"]
+    elif damage == "extra_tensor":
+        tensors["g_s.res8.conv1.weight"] = torch.zeros(3, 3, 3, 3)
+    else:
+        tensors["h_mean.0.weight"] = tensors["h_mean.0.weight"][:, :1].contiguous()
+    with pytest.raises(WeightsError) as err:
+        load_weights_bytes(st_save(tensors, metadata=meta))
+    assert "\n" not in str(err.value)
