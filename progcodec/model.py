@@ -41,7 +41,8 @@ class ModelConfig:
     # networks, so the bitstream and the long prefixes do not change.
     low_synthesis_keep: float = 0.0
     # Residual blocks in g_s (not g_s_low): 1 after its stride-8 GDN, 2 also after its stride-4
-    # GDN, 3 also after its stride-2 GDN (the costliest: 4x the pixels of the stride-4 one).
+    # GDN, 3 also after its stride-2 GDN (the costliest: 4x the pixels of the stride-4 one),
+    # 4 and 5 a second block at stride 8, then at stride 4 (SYNTHESIS_BLOCKS).
     # Each starts as the identity (last conv zero), so trained weights without them load and
     # decode unchanged until the blocks are trained.
     synthesis_blocks: int = 0
@@ -202,8 +203,10 @@ class ResidualBlock(nn.Module):
 
 
 # The residual blocks g_s may carry, in the order synthesis_blocks adds them: name, the layer of
-# synthesis_layers they follow, and the stride they run at.
-SYNTHESIS_BLOCKS = (("res8", 1, 8), ("res4", 3, 4), ("res2", 5, 2))
+# synthesis_layers they follow, and the stride they run at. Blocks after the same layer run in
+# this order. The second ones at strides 8 and 4 came after res2: capacity that costs little
+# decode time (a block at stride 4 runs on a quarter of res2's pixels).
+SYNTHESIS_BLOCKS = (("res8", 1, 8), ("res4", 3, 4), ("res2", 5, 2), ("res8b", 1, 8), ("res4b", 3, 4))
 # The same for g_a (analysis_blocks). Its stride-2 block is left out: g_a runs in float64 at
 # the encoder, where a 3x3 convolution at half resolution costs 0.66 s per Kodak image.
 ANALYSIS_BLOCKS = (("res8", 5, 8), ("res4", 3, 4))
@@ -223,16 +226,16 @@ class LayersWithBlocks(nn.Sequential):
                  specs: tuple = SYNTHESIS_BLOCKS):
         super().__init__(*layers)
         self.layer_count = len(layers)
-        self.after = {}  # layer index -> block name
+        self.after = {}  # layer index -> names of the blocks run after it, in order
         for name, layer, _ in specs[:blocks]:
             self.add_module(name, ResidualBlock(channels))
-            self.after[layer] = name
+            self.after.setdefault(layer, []).append(name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(self.layer_count):
             x = self[i](x)
-            if i in self.after:
-                x = self._modules[self.after[i]](x)
+            for name in self.after.get(i, ()):
+                x = self._modules[name](x)
         return x
 
 

@@ -42,12 +42,12 @@ def blocks_model(blocks: int = 2, seed: int = 5, low_blocks: int = 0) -> Progres
 
 
 def test_config_rejects_bad_block_counts():
-    for bad in (-1, 4):
+    for bad in (-1, 6):
         with pytest.raises(ValueError):
             ModelConfig(synthesis_blocks=bad)
     with pytest.raises(ValueError):
         ModelConfig(synthesis_blocks=1, decoder_side=True)
-    for bad in (-1, 4):
+    for bad in (-1, 6):
         with pytest.raises(ValueError):
             ModelConfig(low_synthesis_keep=0.1, low_synthesis_blocks=bad)
     with pytest.raises(ValueError):  # blocks for a g_s_low the model does not have
@@ -69,9 +69,27 @@ def test_margin_grows_with_the_blocks():
     assert synthesis_margin(1, 32) == 48
     assert synthesis_margin(2, 32) == 64
     assert synthesis_margin(3, 32) == 64  # 16 + 8 + 4 = 28 px of reach: still one 32 px step
+    assert synthesis_margin(5, 32) == 96  # and res8b, res4b: 28 + 16 + 8 = 52 px
 
 
-@pytest.mark.parametrize("blocks", [2, 3])
+def test_blocks_after_the_same_layer_run_in_their_listed_order():
+    """The decoder's output depends on the order of res8/res8b and res4/res4b (format.md 7):
+    g_s must equal the layers and blocks applied by hand in that order."""
+    g_s = blocks_model(5, seed=8).g_s
+    order = [0, 1, "res8", "res8b", 2, 3, "res4", "res4b", 4, 5, "res2", 6]
+    y = torch.randn(1, TINY.M, 4, 6, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        x = y
+        for step in order:
+            x = g_s[step](x) if isinstance(step, int) else getattr(g_s, step)(x)
+        assert torch.equal(g_s(y), x)
+        swapped = y
+        for step in [0, 1, "res8b", "res8"] + order[4:]:
+            swapped = g_s[step](swapped) if isinstance(step, int) else getattr(g_s, step)(swapped)
+        assert (swapped - x).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 5])
 def test_export_keeps_the_blocks_and_tiles_get_their_context(tmp_path, monkeypatch, blocks):
     """A weight file with blocks decodes through them; with forced 64 px tiles, the model's
     synthesis margin gives the whole-image output, and the plain margin does not."""
@@ -92,7 +110,7 @@ def test_export_keeps_the_blocks_and_tiles_get_their_context(tmp_path, monkeypat
     assert np.abs(whole.astype(int) - direct).max() <= 1
 
     rt = codec.runtime(loaded, "cpu")
-    assert rt.synthesis_margin == 64
+    assert rt.synthesis_margin == synthesis_margin(blocks, tiling.MARGIN)
     monkeypatch.setattr(tiling, "SYNTHESIS_TILE", 64)
     monkeypatch.setattr(tiling, "UNTILED_MAX", 0)
     with torch.no_grad():
