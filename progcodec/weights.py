@@ -133,10 +133,10 @@ def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:
              if not k.startswith(TRAIN_PREFIX)}
     try:  # strict: every tensor the configuration needs, of its shape, and no other
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[1:2] or [str(e)]
+    except RuntimeError as e:  # torch's message: a title line, then one line per problem
+        lines = str(e).strip().splitlines()
         raise WeightsError("weight file does not match its configuration: "
-                           f"{first[0].strip()[:200]}") from None
+                           f"{lines[min(1, len(lines) - 1)].strip()[:200]}") from None
     model.eval()
     return LoadedModel(meta["name"], hashlib.sha256(data).digest()[:8], model, path)
 

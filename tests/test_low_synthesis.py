@@ -8,12 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save as st_save
 
 import progcodec
 from progcodec import codec, container, train
 from progcodec.export import runtime_model_from_trained
 from progcodec.model import ModelConfig, ProgressiveModel
-from progcodec.weights import load_model, save_weights, training_state_from_weights
+from progcodec.weights import (WeightsError, load_model, load_weights_bytes, save_weights,
+                               training_state_from_weights)
 
 from conftest import decode_latent, smooth_image, write_photos
 from make_tiny_model import TINY, save_tiny_training_weights, tiny_trained_model
@@ -165,32 +167,29 @@ def test_searched_file_of_a_model_with_g_s_low_decodes(tmp_path):
     assert np.asarray(progcodec.decode(cut, model=loaded, device="cpu")).shape == (64, 64, 3)
 
 
-@pytest.mark.parametrize("change", [{"low_synthesis_keep": 2.0}, {"no_such_field": 1}])
-def test_weight_file_with_an_unusable_config_is_refused(tmp_path, change):
-    from safetensors.torch import load as st_load, save as st_save
-    from progcodec.weights import WeightsError, load_weights_bytes
+def tiny_weight_file(tmp_path) -> tuple[dict, dict]:
+    """The tiny model's weight file, taken apart: its tensors and its metadata. It loads."""
+    from safetensors.torch import load as st_load
     path = tmp_path / "ok.safetensors"
     save_weights(runtime_model_from_trained(tiny_trained_model()), "tiny", path)
     data = path.read_bytes()
-    meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
-    load_weights_bytes(data)  # the file as written loads
+    load_weights_bytes(data)
+    return st_load(data), json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+
+
+@pytest.mark.parametrize("change", [{"low_synthesis_keep": 2.0}, {"no_such_field": 1}])
+def test_weight_file_with_an_unusable_config_is_refused(tmp_path, change):
+    tensors, meta = tiny_weight_file(tmp_path)
     meta["config"] = json.dumps(json.loads(meta["config"]) | change)
     with pytest.raises(WeightsError):
-        load_weights_bytes(st_save(st_load(data), metadata=meta))
+        load_weights_bytes(st_save(tensors, metadata=meta))
 
 
 @pytest.mark.parametrize("damage", ["drop_tables", "drop_a_weight", "extra_tensor", "wrong_shape"])
 def test_weight_file_whose_tensors_do_not_fit_its_config_is_refused(tmp_path, damage):
     """A weight file is input too: tensors missing, extra or of the wrong shape for the
     configuration it declares give a WeightsError (a one-line message), not an internal error."""
-    from safetensors.torch import load as st_load, save as st_save
-    from progcodec.weights import WeightsError, load_weights_bytes
-    path = tmp_path / "ok.safetensors"
-    save_weights(runtime_model_from_trained(tiny_trained_model()), "tiny", path)
-    data = path.read_bytes()
-    meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
-    tensors = st_load(data)
-    load_weights_bytes(st_save(tensors, metadata=meta))  # untouched, it loads
+    tensors, meta = tiny_weight_file(tmp_path)
     if damage == "drop_tables":
         del tensors["tables.y_counts"]
     elif damage == "drop_a_weight":
