@@ -23,7 +23,7 @@ from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .intnet import ScaleNetRelaxed
 from .model import (ANALYSIS_BLOCKS, STRIDE, Synthesis, coding_order, coding_rank, side_features,
-                    synthesis_margin)
+                    block_margin)
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
@@ -70,18 +70,12 @@ class _Runtime:
             if self.g_s_low is not None:
                 self.g_s_low = self.g_s_low.to(memory_format=torch.channels_last)
         self.scale_table = m.config.scale_table().to(device)  # sigma of each scale index
-        # context pixels for tiles of g_s and g_s_low: residual blocks (if any) reach further
-        self.synthesis_margin = synthesis_margin(m.config.synthesis_blocks, tiling.MARGIN)
-        self.low_synthesis_margin = synthesis_margin(m.config.low_synthesis_blocks, tiling.MARGIN)
-        self.analysis_blocks = m.config.analysis_blocks
+        # context pixels for tiles of g_s, g_s_low and g_a: residual blocks (if any) reach further
+        self.synthesis_margin = block_margin(m.config.synthesis_blocks, tiling.MARGIN)
+        self.low_synthesis_margin = block_margin(m.config.low_synthesis_blocks, tiling.MARGIN)
+        self.analysis_margin = block_margin(m.config.analysis_blocks, tiling.MARGIN, ANALYSIS_BLOCKS)
         self._g_s_search = None
         self._hyper_search = None
-
-    @property
-    def analysis_margin(self) -> int:
-        """Context pixels for tiles of g_a: tiling.MARGIN (read at each use) plus the reach of
-        its residual blocks, if any."""
-        return synthesis_margin(self.analysis_blocks, tiling.MARGIN, ANALYSIS_BLOCKS)
 
     @property
     def g_s_search(self):

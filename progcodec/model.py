@@ -257,11 +257,11 @@ def synthesis_layers(c: ModelConfig, blocks: int = 0) -> nn.Sequential:
     return LayersWithBlocks(layers, blocks, c.N) if blocks else nn.Sequential(*layers)
 
 
-def synthesis_margin(blocks: int, base: int, specs: tuple = SYNTHESIS_BLOCKS) -> int:
-    """Context pixels for tiles of a synthesis (or, with specs=ANALYSIS_BLOCKS, an analysis)
-    with `blocks` residual blocks: `base` (tiling.MARGIN, which covers a transform without
-    blocks) plus the blocks' reach (two 3x3 convolutions: 2 positions at their stride), rounded
-    up to a multiple of 16."""
+def block_margin(blocks: int, base: int, specs: tuple = SYNTHESIS_BLOCKS) -> int:
+    """Context pixels for tiles of a synthesis (specs=SYNTHESIS_BLOCKS) or an analysis
+    (specs=ANALYSIS_BLOCKS) with `blocks` residual blocks: `base` (tiling.MARGIN, which covers
+    a transform without blocks) plus the blocks' reach (two 3x3 convolutions: 2 positions at
+    their stride), rounded up to a multiple of 16."""
     extra = sum(2 * stride for _, _, stride in specs[:blocks])
     return base + -(-extra // 16) * 16
 

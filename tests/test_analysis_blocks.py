@@ -13,7 +13,7 @@ import progcodec
 from progcodec import codec, tiling, train
 from progcodec.export import main as export_main
 from progcodec.model import (ANALYSIS_BLOCKS, ANALYSIS_PARTS, ModelConfig, ProgressiveModel,
-                             synthesis_margin)
+                             block_margin)
 from progcodec.weights import (WeightsError, load_model, save_weights, training_sidecar,
                                training_state_from_weights)
 
@@ -52,9 +52,9 @@ def test_new_analysis_blocks_are_the_identity_and_drawn_ones_are_not():
 
 
 def test_analysis_margin_covers_the_blocks_reach():
-    assert synthesis_margin(0, 32, ANALYSIS_BLOCKS) == 32
-    assert synthesis_margin(1, 32, ANALYSIS_BLOCKS) == 48  # res8: 16 px
-    assert synthesis_margin(2, 32, ANALYSIS_BLOCKS) == 64  # and res4: 24 px
+    assert block_margin(0, 32, ANALYSIS_BLOCKS) == 32
+    assert block_margin(1, 32, ANALYSIS_BLOCKS) == 48  # res8: 16 px
+    assert block_margin(2, 32, ANALYSIS_BLOCKS) == 64  # and res4: 24 px
 
 
 def test_tiled_analysis_with_blocks_matches_the_whole_image(tmp_path, monkeypatch):
@@ -70,7 +70,7 @@ def test_tiled_analysis_with_blocks_matches_the_whole_image(tmp_path, monkeypatc
         monkeypatch.setattr(tiling, "ANALYSIS_TILE", 64)
         monkeypatch.setattr(tiling, "UNTILED_MAX", 0)
         tiled = codec._analysis(rt, rgb)
-        monkeypatch.setattr(rt, "analysis_blocks", 0)  # the margin of a g_a without blocks
+        monkeypatch.setattr(rt, "analysis_margin", tiling.MARGIN)  # that of a g_a without blocks
         short = codec._analysis(rt, rgb)
     assert (tiled - whole).abs().max() < 1e-9
     assert (short - whole).abs().max() > 1e-6

@@ -11,7 +11,7 @@ import torch
 import progcodec
 from progcodec import codec, container, tiling, train
 from progcodec.export import runtime_model_from_trained
-from progcodec.model import BLOCK_PARTS, ModelConfig, ProgressiveModel, synthesis_margin
+from progcodec.model import BLOCK_PARTS, ModelConfig, ProgressiveModel, block_margin
 from progcodec.weights import load_model, save_weights
 
 from conftest import decode_latent, smooth_image, write_photos
@@ -65,11 +65,11 @@ def test_new_blocks_are_the_identity_and_drawn_ones_are_not():
 
 
 def test_margin_grows_with_the_blocks():
-    assert synthesis_margin(0, 32) == 32
-    assert synthesis_margin(1, 32) == 48
-    assert synthesis_margin(2, 32) == 64
-    assert synthesis_margin(3, 32) == 64  # 16 + 8 + 4 = 28 px of reach: still one 32 px step
-    assert synthesis_margin(5, 32) == 96  # and res8b, res4b: 28 + 16 + 8 = 52 px
+    assert block_margin(0, 32) == 32
+    assert block_margin(1, 32) == 48
+    assert block_margin(2, 32) == 64
+    assert block_margin(3, 32) == 64  # 16 + 8 + 4 = 28 px of reach: still one 32 px step
+    assert block_margin(5, 32) == 96  # and res8b, res4b: 28 + 16 + 8 = 52 px
 
 
 def test_blocks_after_the_same_layer_run_in_their_listed_order():
@@ -112,7 +112,7 @@ def test_export_keeps_the_blocks_and_tiles_get_their_context(tmp_path, monkeypat
     assert np.abs(whole.astype(int) - direct).max() <= 1
 
     rt = codec.runtime(loaded, "cpu")
-    assert rt.synthesis_margin == synthesis_margin(blocks, tiling.MARGIN)
+    assert rt.synthesis_margin == block_margin(blocks, tiling.MARGIN)
     monkeypatch.setattr(tiling, "SYNTHESIS_TILE", 64)
     monkeypatch.setattr(tiling, "UNTILED_MAX", 0)
     with torch.no_grad():
