@@ -42,7 +42,8 @@ class ModelConfig:
     low_synthesis_keep: float = 0.0
     # Residual blocks in g_s (not g_s_low): 1 after its stride-8 GDN, 2 also after its stride-4
     # GDN, 3 also after its stride-2 GDN (the costliest: 4x the pixels of the stride-4 one),
-    # 4 and 5 a second block at stride 8, then at stride 4 (SYNTHESIS_BLOCKS).
+    # 4 and 5 a second block at stride 8, then at stride 4, 6 a third at stride 8
+    # (SYNTHESIS_BLOCKS).
     # Each starts as the identity (last conv zero), so trained weights without them load and
     # decode unchanged until the blocks are trained.
     synthesis_blocks: int = 0
@@ -204,9 +205,11 @@ class ResidualBlock(nn.Module):
 
 # The residual blocks g_s may carry, in the order synthesis_blocks adds them: name, the layer of
 # synthesis_layers they follow, and the stride they run at. Blocks after the same layer run in
-# this order. The second ones at strides 8 and 4 came after res2: capacity that costs little
-# decode time (a block at stride 4 runs on a quarter of res2's pixels).
-SYNTHESIS_BLOCKS = (("res8", 1, 8), ("res4", 3, 4), ("res2", 5, 2), ("res8b", 1, 8), ("res4b", 3, 4))
+# this order. The second ones at strides 8 and 4, and the third at stride 8, came after res2:
+# capacity that costs little decode time (a block at stride 4 runs on a quarter of res2's
+# pixels, one at stride 8 on a sixteenth).
+SYNTHESIS_BLOCKS = (("res8", 1, 8), ("res4", 3, 4), ("res2", 5, 2), ("res8b", 1, 8), ("res4b", 3, 4),
+                    ("res8c", 1, 8))
 # The same for g_a (analysis_blocks). Its stride-2 block is left out: g_a runs in float64 at
 # the encoder, where a 3x3 convolution at half resolution costs 0.66 s per Kodak image.
 ANALYSIS_BLOCKS = (("res8", 5, 8), ("res4", 3, 4))

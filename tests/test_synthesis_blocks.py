@@ -42,12 +42,12 @@ def blocks_model(blocks: int = 2, seed: int = 5, low_blocks: int = 0) -> Progres
 
 
 def test_config_rejects_bad_block_counts():
-    for bad in (-1, 6):
+    for bad in (-1, 7):
         with pytest.raises(ValueError):
             ModelConfig(synthesis_blocks=bad)
     with pytest.raises(ValueError):
         ModelConfig(synthesis_blocks=1, decoder_side=True)
-    for bad in (-1, 6):
+    for bad in (-1, 7):
         with pytest.raises(ValueError):
             ModelConfig(low_synthesis_keep=0.1, low_synthesis_blocks=bad)
     with pytest.raises(ValueError):  # blocks for a g_s_low the model does not have
@@ -70,12 +70,13 @@ def test_margin_grows_with_the_blocks():
     assert block_margin(2, 32) == 64
     assert block_margin(3, 32) == 64  # 16 + 8 + 4 = 28 px of reach: still one 32 px step
     assert block_margin(5, 32) == 96  # and res8b, res4b: 28 + 16 + 8 = 52 px
+    assert block_margin(6, 32) == 112  # and res8c: 52 + 16 = 68 px
 
 
 def test_blocks_after_the_same_layer_run_in_their_listed_order():
-    """The decoder's output depends on the order of res8/res8b and res4/res4b (format.md 7):
+    """The decoder's output depends on the order of res8/res8b/res8c and res4/res4b (format.md 7):
     g_s must equal the layers and blocks applied by hand in that order."""
-    g_s = blocks_model(5, seed=8).g_s
+    g_s = blocks_model(6, seed=8).g_s
     y = torch.randn(1, TINY.M, 4, 6, generator=torch.Generator().manual_seed(4))
 
     def by_hand(steps):  # layer indices and block names
@@ -84,14 +85,14 @@ def test_blocks_after_the_same_layer_run_in_their_listed_order():
             x = g_s[step](x) if isinstance(step, int) else getattr(g_s, step)(x)
         return x
 
-    order = [0, 1, "res8", "res8b", 2, 3, "res4", "res4b", 4, 5, "res2", 6]
+    order = [0, 1, "res8", "res8b", "res8c", 2, 3, "res4", "res4b", 4, 5, "res2", 6]
     with torch.no_grad():
         assert torch.equal(g_s(y), by_hand(order))
-        swapped = by_hand([0, 1, "res8b", "res8"] + order[4:])
+        swapped = by_hand([0, 1, "res8", "res8c", "res8b"] + order[5:])
         assert (swapped - by_hand(order)).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("blocks", [2, 3, 5])
+@pytest.mark.parametrize("blocks", [2, 3, 6])
 def test_export_keeps_the_blocks_and_tiles_get_their_context(tmp_path, monkeypatch, blocks):
     """A weight file with blocks decodes through them; with forced 64 px tiles, the model's
     synthesis margin gives the whole-image output, and the plain margin does not."""
