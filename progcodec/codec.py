@@ -23,7 +23,7 @@ from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .intnet import ScaleNetRelaxed
 from .model import (ANALYSIS_BLOCKS, STRIDE, Synthesis, coding_order, coding_rank, side_features,
-                    block_margin)
+                    block_margin, dequantize_offsets)
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
@@ -69,6 +69,9 @@ class _Runtime:
             self.g_s = self.g_s.to(memory_format=torch.channels_last)
             if self.g_s_low is not None:
                 self.g_s_low = self.g_s_low.to(memory_format=torch.channels_last)
+        # g_s's dequantization offsets (model.ModelConfig.offset_symbols), float64, or None
+        self.offsets = (None if m.g_s_offset is None else
+                        m.g_s_offset.detach().to(device, torch.float64))
         self.scale_table = m.config.scale_table().to(device)  # sigma of each scale index
         # context pixels for tiles of g_s, g_s_low and g_a: residual blocks (if any) reach further
         self.synthesis_margin = block_margin(m.config.synthesis_blocks, tiling.MARGIN)
@@ -311,7 +314,7 @@ def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, st
     with torch.no_grad():
         mu, idx = rt.hyper(torch.from_numpy(z_np)[None].to(rt.device))
         mu, rank = mu.view_as(y), coding_rank(idx, rt.levels, rt.order_rank).view_as(y)
-        sigma = rt.scale_table[idx].view_as(y)
+        sigma, idx = rt.scale_table[idx].view_as(y), idx.view_as(y)
         x = _padded_pixels(rgb, rt.device, torch.float32)
     h, w = rgb.shape[:2]
     y = y.clone()
@@ -326,7 +329,7 @@ def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, st
             y[crop] = latent_search.search_latent(
                 rt.g_s_search, x[:, :, t.cy0:t.cy1, t.cx0:t.cx1], y[crop], mu[crop], sigma[crop],
                 rank[crop], steps, n_total=y.numel(), pixels=h * w, free=free, scored=scored,
-                refined=refined)
+                refined=refined, offsets=None if rt.offsets is None else (rt.offsets, idx[crop]))
     return y
 
 
@@ -351,7 +354,7 @@ def _search_joint(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarr
     log_table = torch.log(rt.scale_table)
     options = dict(z_table=z_table, log_sigma=(float(log_table[0]),
                                                float(log_table[1] - log_table[0])),
-                   n_total=y.numel(), pixels=h * w, refined=refined)
+                   n_total=y.numel(), pixels=h * w, refined=refined, offsets=rt.offsets)
 
     def exact(z_int):  # the run-time means and scale indexes of (a crop of) z
         mu, idx = rt.hyper(z_int)
@@ -544,6 +547,12 @@ def _decode_latent(data: bytes, rt: _Runtime, strict: bool, **prefix) -> _Latent
     if refined:  # float64 additions, like the base symbols': they move the reconstruction only
         halves = torch.from_numpy(symbols[n:n + refined] * 2 - 1).to(rt.device, torch.float64)
         y_hat[order[:refined]] += REFINE_STEP * halves
+    if rt.offsets is not None and rt.synthesis_for(base, n) is rt.g_s:
+        # received elements without a refinement bit move inside their bins (g_s only); a
+        # refined element's half-bin already places it
+        moved = order[refined:base]
+        y_hat[moved] += dequantize_offsets(
+            rt.offsets, idx[moved], torch.from_numpy(symbols[refined:base]).to(rt.device))
     shape = (1, rt.y_channels, 4 * hz, 4 * wz)
     return _Latent(h, y_hat.view(shape).float(), rt.side(order[:base], idx, shape), base, n, keep,
                    p.warnings, refined)

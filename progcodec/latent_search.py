@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .model import gaussian_likelihood, lambda_of_keep
+from .model import dequantize_offsets, gaussian_likelihood, lambda_of_keep
 
 # The keep-fractions whose reconstructions the objective scores, and the lambdas of training
 # (progcodec-v12's card: lambda log-log from 0.0015 at q = 0.005 to 0.025 at q = 1). On the
@@ -50,11 +50,23 @@ def soft_round(r: torch.Tensor, alpha: float) -> torch.Tensor:
     return m + torch.tanh(alpha * (r - m)) / (2 * math.tanh(alpha / 2))
 
 
+def with_offsets(sym: torch.Tensor, offsets: tuple[torch.Tensor, torch.Tensor] | None
+                 ) -> torch.Tensor:
+    """Symbols (soft or hard) as g_s gets them: moved by the dequantization table at (scale
+    index, nearest integer symbol) when offsets = (table, scale index) is given. The move is a
+    constant of each bin: the gradient passes through the symbol alone."""
+    if offsets is None:
+        return sym
+    table, idx = offsets
+    return sym + dequantize_offsets(table, idx, torch.round(sym.detach())).to(sym.dtype)
+
+
 def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: torch.Tensor,
                   sigma: torch.Tensor, rank: torch.Tensor, steps: int, *, n_total: int,
                   pixels: int, free: tuple[int, int, int, int], scored: tuple[int, int, int, int],
                   refined: int = 0, lr: float = LR, keep_fractions=KEEP_FRACTIONS,
-                  bf16: bool = True) -> torch.Tensor:
+                  bf16: bool = True, offsets: tuple[torch.Tensor, torch.Tensor] | None = None
+                  ) -> torch.Tensor:
     """y after `steps` Adam steps on the objective with soft rounding sharpened along the way
     (alpha from ALPHA_START to ALPHA_END); y0 where the hard-rounded result is not better.
 
@@ -64,7 +76,9 @@ def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: t
     the pixels in `scored` (same form) count distortion; bits and squared errors are divided
     by the whole image's `pixels`, so crops optimise parts of one objective. refined: the
     first `refined` elements in coding order carry a refinement bit (format.md 5.1), so the
-    whole file (q = 1) has them at the centre of their half-bin. Returns float64."""
+    whole file (q = 1) has them at the centre of their half-bin. offsets: (g_s's dequantization
+    table, scale index (1,M,h,w) of the crop) for a model with one (model.offset_symbols).
+    Returns float64."""
     mu32, sigma32 = mu.float(), sigma.float()
     masks = torch.stack([(rank < math.ceil(q * n_total))[0] for q in keep_fractions])
     lams = lambda_of_keep(torch.tensor(keep_fractions, dtype=torch.float64), LAMBDA_MIN,
@@ -80,7 +94,7 @@ def search_latent(g_s: torch.nn.Module, x: torch.Tensor, y0: torch.Tensor, mu: t
 
     def objective(sym: torch.Tensor, sym_refined: torch.Tensor, autocast: bool) -> torch.Tensor:
         bits = -torch.log2(gaussian_likelihood(sym, sigma32))[0]  # (M,h,w)
-        value = torch.where(half_bins, sym_refined[0], sym[0])
+        value = torch.where(half_bins, sym_refined[0], with_offsets(sym, offsets)[0])
         y_in = torch.where(masks, mu32[0] + value, mu32[0]).contiguous(memory_format=cl)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
             x_hat = g_s(y_in)
@@ -144,7 +158,8 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
                             context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                             refined: int = 0, lr: float = LR, z_lr: float = Z_LR,
                             z_weight: float = Z_WEIGHT, keep_fractions=JOINT_KEEP_FRACTIONS,
-                            bf16: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                            bf16: bool = True, offsets: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, z) after `steps` Adam steps on both against the objective of search_latent, with
     the bits of z (times z_weight) added to every truncation; (y0, z0) where the real
     (hard-rounded, integer scale net) result is not better.
@@ -161,7 +176,8 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
     the whole image's fixed values on the crop, used where `trusted` (bool (4h,4w)) is False,
     as the crop's own hyper networks see zeros past its edge; y bits count wherever trusted,
     as z moves their means. Bits and squared errors (on the pixels in `scored`) are divided
-    by the whole image's `pixels`. Returns y (float64) and z (int64)."""
+    by the whole image's `pixels`. offsets: g_s's dequantization table, for a model with one.
+    Returns y (float64) and z (int64)."""
     lams = lambda_of_keep(torch.tensor(keep_fractions, dtype=torch.float64), LAMBDA_MIN,
                           LAMBDA_MAX, Q_MIN).float().to(x.device)
     whole = torch.tensor([q >= 1 for q in keep_fractions], device=x.device).view(-1, 1, 1, 1)
@@ -184,7 +200,9 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
         sigma = torch.exp(log_sigma[0] + idx * log_sigma[1])
         sym, sym_refined = rounding(y - mu)
         bits = -torch.log2(gaussian_likelihood(sym, sigma))[0]
-        value = torch.where(whole & (rank < refined), sym_refined[0], sym[0])
+        value = torch.where(whole & (rank < refined), sym_refined[0],
+                            with_offsets(sym, None if offsets is None else
+                                         (offsets, idx.detach().round().long()))[0])
         y_in = torch.where(masks, mu[0] + value, mu[0]).contiguous(memory_format=cl)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
             x_hat = g_s(y_in)

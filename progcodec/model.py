@@ -4,7 +4,8 @@
     z_sym --h_mean--> mu (float)   z_sym --scale net (integer-exact)--> scale index of every y
     y elements sent in order of scale index descending; missing ones are filled with mu
     y_hat --g_s--> x_hat     (decoder_side: g_s also sees which elements are missing, and
-                              their scale index; see side_features)
+                              their scale index; see side_features. offset_symbols: received
+                              elements enter g_s moved inside their bins; dequantize_offsets)
 
 This module holds the networks and the training-time forward pass (noise likelihoods, masking by
 keep-fraction). Real coding lives in ``entropy.py`` and ``codec.py``; tables in ``tables.py``.
@@ -22,6 +23,7 @@ from .layers import SimplifiedGDN, conv, deconv, FactorizedDensity, lower_bound
 from .intnet import ScaleNetQAT, ScaleNetInt
 
 STRIDE = 64  # images are padded to a multiple of this (z has stride 64)
+MAX_OFFSET_SYMBOLS = 8  # ModelConfig.offset_symbols: symbols -8..8 get their own offsets at most
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,12 @@ class ModelConfig:
     # after its stride-4 GDN. Encoder only: the decoder and the bitstream format do not change,
     # and each starts as the identity, so trained weights without them encode unchanged.
     analysis_blocks: int = 0
+    # Dequantization offsets for g_s (not g_s_low): a received element enters g_s at
+    # mu + s + offset[scale index, s], with s clamped to -K..K (K = offset_symbols; 0: none).
+    # A residual in a +-1 bin of a small-scale element lies well inside the bin, towards mu
+    # (docs/refinement.md); g_s cannot see the scale index, the decoder can. The table is
+    # learned with g_s and starts at zero, so weights without it decode unchanged.
+    offset_symbols: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.low_synthesis_keep < 1.0:
@@ -65,6 +73,9 @@ class ModelConfig:
         if self.analysis_blocks not in range(len(ANALYSIS_BLOCKS) + 1):
             raise ValueError(f"analysis_blocks {self.analysis_blocks} is not in "
                              f"0..{len(ANALYSIS_BLOCKS)}")
+        if not 0 <= self.offset_symbols <= MAX_OFFSET_SYMBOLS:
+            raise ValueError(f"offset_symbols {self.offset_symbols} is not in "
+                             f"0..{MAX_OFFSET_SYMBOLS}")
         if self.low_synthesis_blocks and not self.low_synthesis_keep:
             raise ValueError("low_synthesis_blocks needs low_synthesis_keep (a g_s_low)")
         if self.synthesis_blocks and self.decoder_side:
@@ -184,6 +195,15 @@ def lambda_of_keep(q: torch.Tensor, lam_min: float, lam_max: float, q_min: float
     return torch.exp(math.log(lam_min) + t.clamp(0, 1) * (math.log(lam_max) - math.log(lam_min)))
 
 
+def dequantize_offsets(table: torch.Tensor, scale_index: torch.Tensor, symbols: torch.Tensor
+                       ) -> torch.Tensor:
+    """Offset of each element from table (levels, 2K + 1) (ModelConfig.offset_symbols): row
+    scale_index, column symbol clamped to -K..K, plus K. symbols: integer-valued, any dtype."""
+    k = (table.shape[1] - 1) // 2
+    col = symbols.clamp(-k, k).long() + k
+    return table[scale_index, col]
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
@@ -217,7 +237,7 @@ ANALYSIS_BLOCKS = (("res8", 5, 8), ("res4", 3, 4))
 BLOCK_PARTS = tuple(f"{net}.{name}." for net in ("g_s", "g_s_low") for name, _, _ in SYNTHESIS_BLOCKS)
 ANALYSIS_PARTS = tuple(f"g_a.{name}." for name, _, _ in ANALYSIS_BLOCKS)
 # Parameter prefixes that --config may add to trained weights (train --init accepts them missing)
-ADDABLE_PARTS = ("g_s_side.", "g_s_low.") + BLOCK_PARTS + ANALYSIS_PARTS
+ADDABLE_PARTS = ("g_s_side.", "g_s_low.", "g_s_offset") + BLOCK_PARTS + ANALYSIS_PARTS
 
 
 class LayersWithBlocks(nn.Sequential):
@@ -294,6 +314,9 @@ class ProgressiveModel(nn.Module):
         else:
             self.scale_net = ScaleNetQAT(c.N, c.H, c.M, c.levels)
             self.z_density = FactorizedDensity(c.N)
+        # (levels, 2K + 1) table of offset_symbols (dequantize_offsets), or None
+        self.register_parameter("g_s_offset", nn.Parameter(
+            torch.zeros(c.levels, 2 * c.offset_symbols + 1)) if c.offset_symbols else None)
         self.mask_order = "scale"  # training-time masking rule (ablation only; see element_order)
         self.register_buffer("log_scale_table", torch.log(c.scale_table()).float(),
                              persistent=False)
@@ -330,10 +353,14 @@ class ProgressiveModel(nn.Module):
         side = (side_features(mask, flat_idx.view_as(y), self.config.levels)
                 if self.g_s_side is not None else None)
         low = self.uses_low_synthesis(keep.to(x.device))
+        y_main = y_in  # what g_s gets: with offsets, received elements move inside their bins
+        if self.g_s_offset is not None:
+            y_main = y_in + mask * dequantize_offsets(
+                self.g_s_offset, flat_idx.view_as(y), torch.round(y - mu).detach())
         if low is None:
-            x_hat = self.synthesis_net()(y_in, side)
+            x_hat = self.synthesis_net()(y_main, side)
         else:  # each image through the synthesis its prefix length selects
-            x_low, x_main = self.g_s_low(y_in[low]), self.g_s(y_in[~low])
+            x_low, x_main = self.g_s_low(y_in[low]), self.g_s(y_main[~low])
             x_hat = x_low.new_empty((b, *x_low.shape[1:]))
             x_hat[low], x_hat[~low] = x_low, x_main
 

@@ -130,11 +130,14 @@ def train_only(model: ProgressiveModel, prefixes: tuple[str, ...]) -> list[torch
     return trainable
 
 
-def param_groups(model: ProgressiveModel, side_lr_mult: float) -> list[dict]:
-    """Adam parameter groups: everything, and the synthesis side layer apart, with its own
-    learning-rate multiplier (it starts at zero when added to trained weights)."""
-    side = [p for n, p in model.named_parameters() if n.startswith("g_s_side.")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("g_s_side.")]
+def param_groups(model: ProgressiveModel, side_lr_mult: float, trainable_only: bool = False
+                 ) -> list[dict]:
+    """Adam parameter groups: everything (or what train_only left trainable), and the
+    synthesis side layer and dequantization offsets apart, with their own learning-rate
+    multiplier (they start at zero when added to trained weights)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
+    side = [p for n, p in named if n.startswith(("g_s_side.", "g_s_offset"))]
+    rest = [p for n, p in named if not n.startswith(("g_s_side.", "g_s_offset"))]
     groups = [{"params": rest, "lr_mult": 1.0}]
     if side:
         groups.append({"params": side, "lr_mult": side_lr_mult})
@@ -164,8 +167,13 @@ def make_optimizer(model: ProgressiveModel, args) -> torch.optim.Adam:
                 model.g_s_low is not None and args.synthesis_keep_min >= config.low_synthesis_keep):
             raise SystemExit(f"--synthesis-keep-min needs a model with g_s_low whose "
                              f"low_synthesis_keep is at most {args.synthesis_keep_min}")
-        prefix = "g_s_low." if model.g_s_low is not None and args.synthesis_keep_max else "g_s."
-        return torch.optim.Adam(train_only(model, (prefix,)), lr=args.lr)
+        if model.g_s_low is not None and args.synthesis_keep_max:
+            return torch.optim.Adam(train_only(model, ("g_s_low.",)), lr=args.lr)
+        # g_s, and its dequantization offsets (if any) at --side-lr-mult: a table that
+        # starts at zero, as a side layer does
+        train_only(model, ("g_s.", "g_s_offset"))
+        return torch.optim.Adam(param_groups(model, args.side_lr_mult, trainable_only=True),
+                                lr=args.lr)
     if args.finetune_decoder:
         return torch.optim.Adam(train_only(model, ("g_s.", "g_s_side.", "h_mean.")), lr=args.lr)
     if args.train_encoder:
@@ -282,7 +290,8 @@ def main(argv=None) -> int:
                          "weights lack may be added, e.g. '{\"decoder_side\": true}', or the "
                          "latent widened, e.g. '{\"M\": 320}' (widen.py)")
     ap.add_argument("--side-lr-mult", type=float, default=1.0,
-                    help="learning-rate multiplier of the synthesis side layer (decoder_side)")
+                    help="learning-rate multiplier of the synthesis side layer (decoder_side) "
+                         "and of g_s's dequantization offsets (offset_symbols)")
     ap.add_argument("--augment", default="flip", choices=["flip", "colour"],
                     help="flip: random crops with horizontal flips; colour: also permute the RGB "
                          "channels and scale saturation (half the crops each)")
