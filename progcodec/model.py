@@ -58,9 +58,10 @@ class ModelConfig:
     analysis_blocks: int = 0
     # Dequantization offsets for g_s (not g_s_low): a received element enters g_s at
     # mu + s + offset[scale index, s], with s clamped to -K..K (K = offset_symbols; 0: none).
-    # A residual in a +-1 bin of a small-scale element lies well inside the bin, towards mu
-    # (docs/refinement.md); g_s cannot see the scale index, the decoder can. The table is
-    # learned with g_s and starts at zero, so weights without it decode unchanged.
+    # A +-1 of a small-scale element is a rare tail event, unlike one of a large-scale
+    # element; g_s cannot see the scale index, the decoder can. The table is learned with g_s
+    # (v25's moves small-scale +-1 outwards, not to the bin centroids of docs/refinement.md)
+    # and starts at zero, so weights without it decode unchanged.
     offset_symbols: int = 0
 
     def __post_init__(self):
