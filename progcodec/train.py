@@ -130,12 +130,11 @@ def train_only(model: ProgressiveModel, prefixes: tuple[str, ...]) -> list[torch
     return trainable
 
 
-def param_groups(model: ProgressiveModel, side_lr_mult: float, trainable_only: bool = False
-                 ) -> list[dict]:
-    """Adam parameter groups: everything (or what train_only left trainable), and the
-    synthesis side layer and dequantization offsets apart, with their own learning-rate
-    multiplier (they start at zero when added to trained weights)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
+def param_groups(model: ProgressiveModel, side_lr_mult: float) -> list[dict]:
+    """Adam parameter groups: the trainable parameters (all of a new model, or what train_only
+    left), the synthesis side layer and dequantization offsets apart, with their own
+    learning-rate multiplier (they start at zero when added to trained weights)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     side = [p for n, p in named if n.startswith(("g_s_side.", "g_s_offset"))]
     rest = [p for n, p in named if not n.startswith(("g_s_side.", "g_s_offset"))]
     groups = [{"params": rest, "lr_mult": 1.0}]
@@ -172,8 +171,7 @@ def make_optimizer(model: ProgressiveModel, args) -> torch.optim.Adam:
         # g_s, and its dequantization offsets (if any) at --side-lr-mult: a table that
         # starts at zero, as a side layer does
         train_only(model, ("g_s.", "g_s_offset"))
-        return torch.optim.Adam(param_groups(model, args.side_lr_mult, trainable_only=True),
-                                lr=args.lr)
+        return torch.optim.Adam(param_groups(model, args.side_lr_mult), lr=args.lr)
     if args.finetune_decoder:
         return torch.optim.Adam(train_only(model, ("g_s.", "g_s_side.", "h_mean.")), lr=args.lr)
     if args.train_encoder:

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 import progcodec
-from progcodec import codec, container, entropy, latent_search
-from progcodec.export import runtime_model_from_trained
-from progcodec.model import ModelConfig, ProgressiveModel, coding_order
+from progcodec import codec, container, entropy, latent_search, train
+from progcodec.export import main as export_main, runtime_model_from_trained
+from progcodec.model import STRIDE, ModelConfig, ProgressiveModel, coding_order
 from progcodec.weights import LoadedModel, load_model, save_weights
-from progcodec import train
 
 from conftest import decode_latent, smooth_image, with_random_order_table, write_photos
 from make_tiny_model import TINY, save_tiny_training_weights, tiny_trained_model
@@ -50,7 +49,7 @@ def hyper_of(data: bytes, loaded: LoadedModel):
     rt = codec.runtime(loaded, "cpu")
     h = container.parse_header(data)
     p = container.parse(data, rt.z_channels, rt.y_channels)
-    z = entropy.decode_z(p.z_bytes, (rt.z_channels, -(-h.height // 64), -(-h.width // 64)),
+    z = entropy.decode_z(p.z_bytes, (rt.z_channels, -(-h.height // STRIDE), -(-h.width // STRIDE)),
                          rt.models)
     mu, idx = rt.hyper(torch.from_numpy(z)[None])
     return mu.float(), idx
@@ -133,7 +132,6 @@ def test_a_g_s_stage_learns_the_table_and_export_keeps_it(tmp_path):
     assert ckpt["model"]["g_s_offset"].abs().max() > 0
     assert torch.equal(ckpt["model"]["g_s_low.0.weight"], start["g_s_low.0.weight"])
 
-    from progcodec.export import main as export_main
     out = tmp_path / "exported.safetensors"
     assert export_main([str(tmp_path / "run" / "checkpoint.pt"), str(out), "--name", "tiny-off"]) == 0
     loaded = load_model(out)
