@@ -134,9 +134,10 @@ def param_groups(model: ProgressiveModel, side_lr_mult: float) -> list[dict]:
     """Adam parameter groups: the trainable parameters (all of a new model, or what train_only
     left), the synthesis side layer and dequantization offsets apart, with their own
     learning-rate multiplier (they start at zero when added to trained weights)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    side = [p for n, p in named if n.startswith(("g_s_side.", "g_s_offset"))]
-    rest = [p for n, p in named if not n.startswith(("g_s_side.", "g_s_offset"))]
+    side, rest = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (side if n.startswith(("g_s_side.", "g_s_offset")) else rest).append(p)
     groups = [{"params": rest, "lr_mult": 1.0}]
     if side:
         groups.append({"params": side, "lr_mult": side_lr_mult})
