@@ -78,16 +78,24 @@ class _Runtime:
         self.low_synthesis_margin = block_margin(m.config.low_synthesis_blocks, tiling.MARGIN)
         self.analysis_margin = block_margin(m.config.analysis_blocks, tiling.MARGIN, ANALYSIS_BLOCKS)
         self._g_s_search = None
+        self._g_s_low_search = None
         self._hyper_search = None
 
     @property
     def g_s_search(self):
-        """The synthesis for latent search, without parameter gradients (built on first use).
-        It scores every keep-fraction, also those a model's g_s_low decodes: scoring those with
-        g_s_low left more tiles of a test photo unchanged (models/progcodec-v20.md)."""
+        """The synthesis for latent search, without parameter gradients (built on first use)."""
         if self._g_s_search is None:
             self._g_s_search = latent_search.frozen_copy(self.g_s.g_s)
         return self._g_s_search
+
+    def low_synthesis_search(self, n_total: int):
+        """(g_s_low without parameter gradients, element count below which the decoder runs
+        it) for the joint search, or None for a model without g_s_low."""
+        if self.g_s_low is None or not SEARCH_SCORES_G_S_LOW:
+            return None
+        if self._g_s_low_search is None:
+            self._g_s_low_search = latent_search.frozen_copy(self.g_s_low.g_s)
+        return self._g_s_low_search, self.low_keep * n_total
 
     @property
     def hyper_search(self):
@@ -301,6 +309,9 @@ def _synthesis(rt: _Runtime, y_hat: torch.Tensor, height: int, width: int,
 # on tiles of SEARCH_TILE pixels, so its memory stays bounded.
 SEARCH_TILE = 512
 SEARCH_UNTILED_MAX = 1 << 19
+# The joint search scores the keep-fractions that g_s_low decodes with g_s_low, as the decoder
+# reconstructs them (False: with g_s, as before 2026-12-07; docs/latent-search.md).
+SEARCH_SCORES_G_S_LOW = True
 
 
 def _search(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarray, steps: int,
@@ -354,7 +365,8 @@ def _search_joint(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarr
     log_table = torch.log(rt.scale_table)
     options = dict(z_table=z_table, log_sigma=(float(log_table[0]),
                                                float(log_table[1] - log_table[0])),
-                   n_total=y.numel(), pixels=h * w, refined=refined, offsets=rt.offsets)
+                   n_total=y.numel(), pixels=h * w, refined=refined, offsets=rt.offsets,
+                   low_synthesis=rt.low_synthesis_search(y.numel()))
 
     def exact(z_int):  # the run-time means and scale indexes of (a crop of) z
         mu, idx = rt.hyper(z_int)

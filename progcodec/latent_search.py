@@ -158,7 +158,8 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
                             context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                             refined: int = 0, lr: float = LR, z_lr: float = Z_LR,
                             z_weight: float = Z_WEIGHT, keep_fractions=JOINT_KEEP_FRACTIONS,
-                            bf16: bool = True, offsets: torch.Tensor | None = None
+                            bf16: bool = True, offsets: torch.Tensor | None = None,
+                            low_synthesis: tuple[torch.nn.Module, float] | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, z) after `steps` Adam steps on both against the objective of search_latent, with
     the bits of z (times z_weight) added to every truncation; (y0, z0) where the real
@@ -177,19 +178,32 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
     as the crop's own hyper networks see zeros past its edge; y bits count wherever trusted,
     as z moves their means. Bits and squared errors (on the pixels in `scored`) are divided
     by the whole image's `pixels`. offsets: g_s's dequantization table, for a model with one.
-    Returns y (float64) and z (int64)."""
+    low_synthesis: (g_s_low, element count) for a model with a synthesis of short prefixes:
+    the keep-fractions that keep fewer elements than the count are scored with it, without
+    offsets, as the decoder reconstructs them. Returns y (float64) and z (int64)."""
     lams = lambda_of_keep(torch.tensor(keep_fractions, dtype=torch.float64), LAMBDA_MIN,
                           LAMBDA_MAX, Q_MIN).float().to(x.device)
     whole = torch.tensor([q >= 1 for q in keep_fractions], device=x.device).view(-1, 1, 1, 1)
     target = x[:, :, scored[0]:scored[1], scored[2]:scored[3]].float()
     cl = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
     kept = [math.ceil(q * n_total) for q in keep_fractions]
+    # which truncations the decoder reconstructs with g_s_low (codec._Runtime.synthesis_for)
+    low = torch.tensor([low_synthesis is not None and k < low_synthesis[1] for k in kept],
+                       device=x.device)
     fz = free_z or (0, z0.shape[2], 0, z0.shape[3])
     z_free = torch.zeros_like(z0, dtype=torch.bool)
     z_free[:, :, fz[0]:fz[1], fz[2]:fz[3]] = True
     y_free = torch.zeros_like(y0, dtype=torch.bool)
     y_free[:, :, 4 * fz[0]:4 * fz[1], 4 * fz[2]:4 * fz[3]] = True
     y_counted = y_free[0] if context is None else context[2].expand_as(y0[0])
+
+    def synthesize(y_in):  # each truncation by the synthesis that the decoder runs for it
+        if not low.any():
+            return g_s(y_in)
+        if low.all():
+            return low_synthesis[0](y_in)
+        order = torch.cat([(~low).nonzero()[:, 0], low.nonzero()[:, 0]])
+        return torch.cat([g_s(y_in[~low]), low_synthesis[0](y_in[low])])[torch.argsort(order)]
 
     def objective(mu, idx, z_value, y, rounding, autocast):
         if context is not None:  # the whole image's values where the crop's are not right
@@ -203,9 +217,10 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
         value = torch.where(whole & (rank < refined), sym_refined[0],
                             with_offsets(sym, None if offsets is None else
                                          (offsets, idx.detach().round().long()))[0])
+        value = torch.where(low.view(-1, 1, 1, 1), sym[0], value)  # g_s_low: no offsets
         y_in = torch.where(masks, mu[0] + value, mu[0]).contiguous(memory_format=cl)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            x_hat = g_s(y_in)
+            x_hat = synthesize(y_in)
         x_hat = x_hat.float()[:, :, scored[0]:scored[1], scored[2]:scored[3]]
         mse = ((x_hat - target) ** 2).flatten(1).sum(1) / (3 * pixels)
         bits_z = z_weight * z_bits(z_value[:, :, fz[0]:fz[1], fz[2]:fz[3]], *z_table)

@@ -1,6 +1,8 @@
 """Encoder-side latent search (latent_search.py, encode --search): of y alone, with z (so the
 means, scales and coding order) fixed, or of y and z together (search_z, the default); the
 decoder reads its files unchanged."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -162,6 +164,40 @@ def test_tiled_joint_search_searches_every_tile(photo, monkeypatch):
     assert z_part(joint) != z_part(plain)
     for n in (len(joint) // 3, len(joint)):
         assert whole_file_quality(photo, joint[:n]) > whole_file_quality(photo, plain[:n]), n
+
+
+@pytest.mark.parametrize("score_low", [True, False])
+def test_joint_search_scores_short_prefixes_with_the_decoders_synthesis(photo, monkeypatch,
+                                                                         score_low):
+    """The keep-fractions that keep fewer elements than the model's low_synthesis_keep (of the
+    default fractions, 0.01) are reconstructed with g_s_low, as the decoder does; the others
+    with g_s. codec.SEARCH_SCORES_G_S_LOW = False scores all of them with g_s."""
+    monkeypatch.setattr(codec, "SEARCH_SCORES_G_S_LOW", score_low)
+    rt = codec.runtime(progcodec.weights.DEFAULT_MODEL, "cpu")
+    with torch.no_grad():
+        y0 = codec._analysis(rt, photo)
+        z0 = codec.encoder_z(rt, y0)
+    n = y0.numel()
+    fractions = latent_search.JOINT_KEEP_FRACTIONS
+    n_low = sum(math.ceil(q * n) < rt.low_keep * n for q in fractions)
+    assert n_low == 1
+    batches = {"g_s": [], "g_s_low": []}
+    hooks = [rt.g_s_search.register_forward_hook(
+        lambda m, inp, out: batches["g_s"].append(inp[0].shape[0]))]
+    if score_low:
+        hooks.append(rt.low_synthesis_search(n)[0].register_forward_hook(
+            lambda m, inp, out: batches["g_s_low"].append(inp[0].shape[0])))
+    try:
+        codec._search_joint(rt, photo, y0, z0, 2)
+    finally:
+        for h in hooks:
+            h.remove()
+    calls = 2 + 2  # two steps, then the hard objective before and after
+    if score_low:
+        assert batches == {"g_s": [len(fractions) - n_low] * calls, "g_s_low": [n_low] * calls}
+    else:
+        assert rt.low_synthesis_search(n) is None
+        assert batches == {"g_s": [len(fractions)] * calls, "g_s_low": []}
 
 
 def test_search_z_without_steps_is_the_plain_encoder(tiny):
