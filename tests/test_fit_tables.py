@@ -1,0 +1,58 @@
+"""Fitting a weight file's y tables to its encoder's symbols (progcodec.fit_tables)."""
+import numpy as np
+import torch
+from PIL import Image
+
+from progcodec import codec, fit_tables, weights
+from progcodec.tables import TABLE_TOTAL
+
+from conftest import DATA, smooth_image
+
+
+def test_fitted_rows_are_valid_tables_shaped_by_the_histogram():
+    radius = torch.tensor([2, 3], dtype=torch.int32)
+    counts = torch.zeros(2, 7, dtype=torch.int32)
+    counts[0, :5] = torch.tensor([1, 1000, TABLE_TOTAL - 2003, 1000, 1])
+    counts[1, :7] = torch.tensor([1, 10, 1000, TABLE_TOTAL - 2022, 1000, 10, 1])
+    hist = np.zeros((2, 7), dtype=np.int64)
+    hist[0, :5] = [0, 0, 10, 30, 0]  # level 0: symbol +1 is three times as common as 0
+    out = fit_tables.fitted_y_counts(counts, radius, hist, prior=10.0)
+    for level, width in ((0, 5), (1, 7)):
+        row = out[level, :width]
+        assert int(row.sum()) == TABLE_TOTAL and int(row.min()) >= 1
+        assert (out[level, width:] == 0).all()
+    p = out[0, :5].double() / TABLE_TOTAL
+    # histogram (10, 30 at symbols 0, +1) plus 10 pseudo-counts, nearly all at 0: 20 / 50, 30 / 50
+    assert abs(p[2] - 0.4) < 1e-3 and abs(p[3] - 0.6) < 1e-3
+    # a level without symbols keeps its table (up to the quantization)
+    assert (out[1, :7] - counts[1, :7]).abs().max() <= 8
+
+
+def test_fitted_model_codes_its_photos_in_fewer_bytes_and_decodes_them(tmp_path):
+    """On the photos it was fitted on, the tiny model's files shrink; the fitted weight file
+    loads and differs from the original in its y tables alone; the tables change the bytes,
+    not the symbols, so a fitted file decodes to exactly the original model's image."""
+    src = DATA / "tiny.safetensors"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    images = [smooth_image(48, 64, seed=s) for s in range(4)]
+    for i, img in enumerate(images):  # the first, by name, is the validation split's: unused
+        Image.fromarray(img).save(photos / f"p{i}.png")
+    out = tmp_path / "fitted.safetensors"
+    assert fit_tables.main([str(src), str(out), "--name", "tiny-fitted",
+                            "--images", str(photos), "--count", "3", "--prior", "1"]) == 0
+    fitted = weights.load_model(out)
+    original = weights.load_weights_bytes(src.read_bytes(), src)
+    assert fitted.name == "tiny-fitted"
+    old_state, new_state = original.model.state_dict(), fitted.model.state_dict()
+    assert old_state.keys() == new_state.keys()
+    changed = [k for k in old_state if not torch.equal(old_state[k], new_state[k])]
+    assert changed == ["tables.y_counts"]
+    old_size = sum(len(codec.encode(img, model=original, device="cpu")) for img in images[1:])
+    new_size = sum(len(codec.encode(img, model=fitted, device="cpu")) for img in images[1:])
+    assert new_size < old_size, (new_size, old_size)
+    for img in images[1:]:
+        new = codec.decode(codec.encode(img, model=fitted, device="cpu"), model=fitted, device="cpu")
+        old = codec.decode(codec.encode(img, model=original, device="cpu"), model=original,
+                           device="cpu")
+        assert np.array_equal(np.asarray(new), np.asarray(old))
