@@ -444,6 +444,15 @@ def encoder_symbols(rt: _Runtime, y: torch.Tensor, z_np: np.ndarray | None = Non
     return z_np, levels_in_order, symbols, residual
 
 
+def plain_symbols(rt: _Runtime, rgb: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the plain encoder (no search) codes for an HxWx3 uint8 image: encoder_symbols of
+    its latent, with the residual symbols clamped to their tables as encode() writes them."""
+    z_np, levels_in_order, symbols, residual = encoder_symbols(rt, _analysis(rt, rgb))
+    return (z_np, levels_in_order, entropy.clamp_y_symbols(symbols, levels_in_order, rt.models),
+            residual)
+
+
 def refine_count(n: int, fraction: float) -> int:
     return int(math.floor(fraction * n + 0.5))
 

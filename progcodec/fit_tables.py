@@ -1,7 +1,7 @@
 """Fit a weight file's y coding tables to the symbols its encoder writes on training photos.
 
     python -m progcodec.fit_tables models/progcodec-v25.safetensors runs/v26.safetensors \
-        --name progcodec-v26 --images ../shared/data/train --count 1000
+        --name progcodec-v26 --images ../shared/data/train --count 1299
 
 The export builds every y table (one per scale index) from the Gaussian that the training
 objective assumes. The residuals the encoder writes at one scale index are not exactly
@@ -41,8 +41,7 @@ def symbol_histograms(rt, photos: list[Path]) -> np.ndarray:
     for path in photos:
         with Image.open(path) as im:
             rgb = codec.to_rgb_array(im)
-        _, levels, symbols, _ = codec.encoder_symbols(rt, codec._analysis(rt, rgb))
-        symbols = entropy.clamp_y_symbols(symbols, levels, rt.models)
+        _, levels, symbols, _ = codec.plain_symbols(rt, rgb)
         for start, end, level in entropy.runs(levels):
             np.add.at(hist[level], symbols[start:end] + int(t.y_radius[level]), 1)
     return hist
@@ -70,7 +69,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=Path, required=True,
                     help="training photo folder (its validation split is left out)")
     ap.add_argument("--count", type=int, default=1000,
-                    help="photos of the training split, every k-th by name so they spread")
+                    help="photos of the training split, evenly spaced in name order (all of "
+                         "them when it has no more)")
     ap.add_argument("--prior", type=float, default=20.0,
                     help="pseudo-counts of the Gaussian table added to each histogram")
     args = ap.parse_args(argv)
@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     # on it keeps the tables it measured with
     loaded = load_weights_bytes(args.weights.read_bytes(), args.weights)
     train, _ = split_train_validation(list_images(args.images))
-    photos = train[::max(1, len(train) // args.count)][:args.count]
+    picks = np.linspace(0, len(train) - 1, min(args.count, len(train))).round().astype(int)
+    photos = [train[i] for i in np.unique(picks)]
     hist = symbol_histograms(codec.runtime(loaded, "cpu"), photos)
     model = copy.deepcopy(loaded.model)
     model.tables.y_counts = fitted_y_counts(model.tables.y_counts, model.tables.y_radius, hist,

@@ -6,8 +6,8 @@ default), for docs/latent-search.md.
 Z_LR: Adam step on z (latent_search.Z_LR is the default); FRACTIONS: the keep-fractions the
 search scores, as JSON (e.g. '[0.01, 0.04, 0.15, 1.0]'); Z_WEIGHT: factor on the bits of z
 in the objective (latent_search.Z_WEIGHT is the default); g_s-only: score every keep-fraction
-with g_s, also those that g_s_low decodes (codec.SEARCH_SCORES_G_S_LOW = False). The rest is a progcodec command line,
-e.g. `eval ../shared/data/kodak -o runs/x --limit 4 --search 10`.
+with g_s, also those that g_s_low decodes (codec.SEARCH_SCORES_G_S_LOW = False). The rest is a
+progcodec command line, e.g. `eval ../shared/data/kodak -o runs/x --limit 4 --search 10`.
 """
 import json
 import sys

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from progcodec import codec, entropy
+from progcodec import codec
 from progcodec.train import list_images, split_train_validation
 from progcodec.weights import DEFAULT_MODEL
 
@@ -32,8 +32,7 @@ def main() -> None:
     for path in split_train_validation(list_images(args.images))[0][:args.count]:
         with Image.open(path) as im:
             rgb = codec.to_rgb_array(im)
-        _, levels, symbols, residual = codec.encoder_symbols(rt, codec._analysis(rt, rgb))
-        symbols = entropy.clamp_y_symbols(symbols, levels, rt.models)
+        _, levels, symbols, residual = codec.plain_symbols(rt, rgb)
         n = codec.refine_count(len(symbols), codec.DEFAULT_REFINE)
         bits = codec.refinement_bits(residual, symbols, n)
         for key in zip(levels[:n].tolist(), np.clip(symbols[:n], -3, 3).tolist(), bits.tolist()):
