@@ -89,13 +89,14 @@ class _Runtime:
         return self._g_s_search
 
     def low_synthesis_search(self, n_total: int):
-        """(g_s_low without parameter gradients, element count below which the decoder runs
-        it) for the joint search, or None for a model without g_s_low."""
+        """(g_s_low without parameter gradients, and whether the decoder runs it for a prefix
+        of k of the n_total elements: synthesis_for's rule) for the joint search, or None for a
+        model without g_s_low."""
         if self.g_s_low is None or not SEARCH_SCORES_G_S_LOW:
             return None
         if self._g_s_low_search is None:
             self._g_s_low_search = latent_search.frozen_copy(self.g_s_low.g_s)
-        return self._g_s_low_search, self.low_keep * n_total
+        return self._g_s_low_search, lambda k: self.synthesis_for(k, n_total) is self.g_s_low
 
     @property
     def hyper_search(self):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Callable
 
 import torch
 
@@ -159,7 +160,7 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
                             refined: int = 0, lr: float = LR, z_lr: float = Z_LR,
                             z_weight: float = Z_WEIGHT, keep_fractions=JOINT_KEEP_FRACTIONS,
                             bf16: bool = True, offsets: torch.Tensor | None = None,
-                            low_synthesis: tuple[torch.nn.Module, float] | None = None
+                            low_synthesis: tuple[torch.nn.Module, Callable[[int], bool]] | None = None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(y, z) after `steps` Adam steps on both against the objective of search_latent, with
     the bits of z (times z_weight) added to every truncation; (y0, z0) where the real
@@ -178,9 +179,9 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
     as the crop's own hyper networks see zeros past its edge; y bits count wherever trusted,
     as z moves their means. Bits and squared errors (on the pixels in `scored`) are divided
     by the whole image's `pixels`. offsets: g_s's dequantization table, for a model with one.
-    low_synthesis: (g_s_low, element count) for a model with a synthesis of short prefixes:
-    the keep-fractions that keep fewer elements than the count are scored with it, without
-    offsets, as the decoder reconstructs them. Returns y (float64) and z (int64)."""
+    low_synthesis: (g_s_low, decodes_low) for a model with a synthesis of short prefixes:
+    the keep-fractions whose element count k has decodes_low(k) (the decoder's own rule) are
+    scored with it, without offsets, as the decoder reconstructs them. Returns y (float64) and z (int64)."""
     lams = lambda_of_keep(torch.tensor(keep_fractions, dtype=torch.float64), LAMBDA_MIN,
                           LAMBDA_MAX, Q_MIN).float().to(x.device)
     whole = torch.tensor([q >= 1 for q in keep_fractions], device=x.device).view(-1, 1, 1, 1)
@@ -188,7 +189,7 @@ def search_latent_and_hyper(g_s: torch.nn.Module, h_mean: torch.nn.Module,
     cl = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
     kept = [math.ceil(q * n_total) for q in keep_fractions]
     # which truncations the decoder reconstructs with g_s_low (codec._Runtime.synthesis_for)
-    low = torch.tensor([low_synthesis is not None and k < low_synthesis[1] for k in kept],
+    low = torch.tensor([low_synthesis is not None and low_synthesis[1](k) for k in kept],
                        device=x.device)
     fz = free_z or (0, z0.shape[2], 0, z0.shape[3])
     z_free = torch.zeros_like(z0, dtype=torch.bool)

@@ -15,11 +15,11 @@ import numpy as np
 from progcodec import cli, codec
 
 delta = float(sys.argv[1])
-plain_symbols = codec.encoder_symbols
+rounded_symbols = codec.encoder_symbols
 
 
 def dead_zone_symbols(rt, y, z_np=None):
-    z, levels, _, residual = plain_symbols(rt, y, z_np)
+    z, levels, _, residual = rounded_symbols(rt, y, z_np)
     symbols = (np.sign(residual) * np.floor(np.abs(residual) + 0.5 - delta)).astype(np.int64)
     return z, levels, symbols, residual
 
