@@ -22,8 +22,8 @@ from . import container, entropy, latent_search, tiling
 from .metrics import psnr  # noqa: F401  (public: progcodec.codec.psnr)
 from .container import FormatError, Header
 from .intnet import ScaleNetRelaxed
-from .model import (ANALYSIS_BLOCKS, STRIDE, Synthesis, coding_order, coding_rank, side_features,
-                    block_margin, dequantize_offsets)
+from .model import (ANALYSIS_BLOCKS, REFINE_STEP, STRIDE, Synthesis, coding_order, coding_rank,
+                    side_features, block_margin, dequantize_offsets)
 from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
 
 
@@ -420,7 +420,6 @@ def _search_joint(rt: _Runtime, rgb: np.ndarray, y: torch.Tensor, z_np: np.ndarr
 # Fraction of the y elements, first in coding order, that get a refinement bit (format.md 5.1)
 # when the model has an order table. Chosen on Kodak and the validation photos: docs/refinement.md.
 DEFAULT_REFINE = 0.4
-REFINE_STEP = 0.25  # a refined element sits at the centre of the half of its bin: s -/+ 0.25
 
 
 @torch.no_grad()

@@ -189,6 +189,10 @@ def gaussian_likelihood(residual: torch.Tensor, sigma: torch.Tensor) -> torch.Te
     return lower_bound(upper - lower, 1e-9)
 
 
+# A refined element sits at the centre of the half of its bin: s -/+ 0.25 (format.md 5.1).
+REFINE_STEP = 0.25
+
+
 def lambda_of_keep(q: torch.Tensor, lam_min: float, lam_max: float, q_min: float) -> torch.Tensor:
     """The training objective's lambda for keep-fraction q: log-log from lam_min at q_min to
     lam_max at q = 1 (train.py trains with it; latent_search.py searches with it)."""
@@ -325,8 +329,11 @@ class ProgressiveModel(nn.Module):
     # ---- training ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> dict:
         """Training pass. x: (B,3,H,W) in [0,1]; keep: (B,) fraction of y elements kept.
+        keep = 1 + f (0 < f <= 1): every element, and a refinement bit for the first f of them
+        in coding order, placed as the decoder places them (format.md 5.1).
 
-        Returns the masked reconstruction and per-image bits (kept y elements + all of z).
+        Returns the masked reconstruction and per-image bits (kept y elements, one per
+        refinement bit, all of z).
         """
         y = self.g_a(x)
         z = self.h_a(y)
@@ -348,16 +355,23 @@ class ProgressiveModel(nn.Module):
         order = element_order(flat_idx, tuple(y.shape[1:]), self.mask_order, self.config.levels)
         rank = torch.empty_like(order)
         rank.scatter_(1, order, torch.arange(n, device=x.device).expand(b, n))
-        kept = torch.ceil(keep.to(x.device) * n).long().view(b, 1)
+        keep = keep.to(x.device)
+        kept = torch.ceil(keep.clamp(max=1.0) * n).long().view(b, 1)
+        refined = torch.ceil((keep - 1).clamp(0.0, 1.0) * n).long().view(b, 1)
         mask = (rank < kept).view_as(y)
+        halves = (rank < refined).view_as(y)  # base symbol plus a refinement bit
         y_in = torch.where(mask, y_hat, mu)
         side = (side_features(mask, flat_idx.view_as(y), self.config.levels)
                 if self.g_s_side is not None else None)
-        low = self.uses_low_synthesis(keep.to(x.device))
+        low = self.uses_low_synthesis(keep)
         y_main = y_in  # what g_s gets: with offsets, received elements move inside their bins
         if self.g_s_offset is not None:
-            y_main = y_in + mask * dequantize_offsets(
+            y_main = y_in + (mask & ~halves) * dequantize_offsets(
                 self.g_s_offset, flat_idx.view_as(y), torch.round(y - mu).detach())
+        if bool(refined.any()):  # the centre of the half-bin the residual lies in
+            r = (y - mu).detach()
+            half = torch.where(r - torch.round(r) >= 0, REFINE_STEP, -REFINE_STEP)
+            y_main = torch.where(halves, y_main + half, y_main)
         if low is None:
             x_hat = self.synthesis_net()(y_main, side)
         else:  # each image through the synthesis its prefix length selects
@@ -365,7 +379,7 @@ class ProgressiveModel(nn.Module):
             x_hat = x_low.new_empty((b, *x_low.shape[1:]))
             x_hat[low], x_hat[~low] = x_low, x_main
 
-        bits_y = -(torch.log2(y_lik) * mask).flatten(1).sum(1)
+        bits_y = -(torch.log2(y_lik) * mask).flatten(1).sum(1) + refined.view(b).float()
         bits_z = -torch.log2(z_lik).flatten(1).sum(1)
         return {"x_hat": x_hat, "bits": bits_y + bits_z, "bits_z": bits_z,
                 "range_penalty": range_penalty}

@@ -110,11 +110,15 @@ def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False
     return torch.tensor([one() for _ in range(n)])
 
 
-def sample_band(n: int, lo: float, hi: float, rng: random.Random, q_one: float = 0.0
-                ) -> torch.Tensor:
+def sample_band(n: int, lo: float, hi: float, rng: random.Random, q_one: float = 0.0,
+                refine_max: float = 0.0) -> torch.Tensor:
     """Keep-fractions for training one synthesis on its range: a share q_one at q = 1, the rest
-    log-uniform in [lo, hi]. With q_one = 0 no draw is spent on the share."""
-    return torch.tensor([1.0 if q_one and rng.random() < q_one
+    log-uniform in [lo, hi]. With q_one = 0 no draw is spent on the share. refine_max > 0: the
+    share is 1 + uniform(0, refine_max) instead, the whole latent with a refinement bit for that
+    fraction of it (model.forward), as the top of a file is decoded."""
+    def whole() -> float:
+        return 1.0 + rng.uniform(0.0, refine_max) if refine_max else 1.0
+    return torch.tensor([whole() if q_one and rng.random() < q_one
                          else math.exp(rng.uniform(math.log(lo), math.log(hi)))
                          for _ in range(n)])
 
@@ -217,7 +221,7 @@ def save_atomic(obj, path: Path) -> None:
 
 
 OBJECTIVE_ARGS = ("lambda_min", "lambda_max", "q_min", "q_one", "q_low", "patch", "batch",
-                  "z_weight")
+                  "z_weight", "refine_max")
 
 
 def objective_changes(saved_args: dict, args) -> list[str]:
@@ -270,6 +274,11 @@ def main(argv=None) -> int:
                     help="train only g_s of a model with g_s_low, on the prefixes it serves: "
                          "--q-one of the batch at keep-fraction 1, the rest log-uniform in "
                          "[this, 1]; this must be at least the model's low_synthesis_keep (0: off)")
+    ap.add_argument("--refine-max", type=float, default=0.0,
+                    help="with --synthesis-keep-min: the --q-one share is the whole latent with a "
+                         "refinement bit for the first F of its elements in coding order, F "
+                         "uniform in [0, this], placed as the decoder places them (format.md "
+                         "5.1; encode's default --refine is 0.4); 0: the whole latent alone")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
                     help="bf16: autocast (AMX on CPU, tensor cores on CUDA), the entropy model "
@@ -354,9 +363,13 @@ def main(argv=None) -> int:
             model.g_s_low.load_state_dict(model.g_s.state_dict(), strict=False)
         print(f"initialised from {args.init}" + (f" (new: {missing})" if missing else ""), file=log)
 
-    # the keep-fraction band of a one-synthesis run (lo, hi, share at q = 1), else None
-    band = ((args.q_min, args.synthesis_keep_max, 0.0) if args.synthesis_keep_max else
-            (args.synthesis_keep_min, 1.0, args.q_one) if args.synthesis_keep_min else None)
+    # the keep-fraction band of a one-synthesis run (lo, hi, share at q = 1, its refinement
+    # fractions up to), else None
+    band = ((args.q_min, args.synthesis_keep_max, 0.0, 0.0) if args.synthesis_keep_max else
+            (args.synthesis_keep_min, 1.0, args.q_one, args.refine_max) if args.synthesis_keep_min
+            else None)
+    if args.refine_max and not args.synthesis_keep_min:
+        raise SystemExit("--refine-max applies to a --synthesis-keep-min run")
     model.mask_order = args.order
     files, val = split_train_validation(list_images(args.data))
     t0 = time.time()
@@ -402,7 +415,7 @@ def main(argv=None) -> int:
             g["lr"] = lr * g.get("lr_mult", 1.0)
         x = sampler.batch(args.batch).to(device).float().div_(255).contiguous(
             memory_format=torch.channels_last)
-        keep = (sample_band(args.batch, *band[:2], rng, band[2]) if band else
+        keep = (sample_band(args.batch, *band[:2], rng, *band[2:]) if band else
                 sample_keep(args.batch, args.q_min, rng, args.finetune_decoder,
                             args.q_one, args.q_low)).to(device)
         loss, bpp, mse = train_step(model, opt, x, keep, args.lambda_min, args.lambda_max,

@@ -1,5 +1,6 @@
 """Training, export and the integer scale network's agreement with its training emulation."""
 import json
+import math
 import random
 
 import numpy as np
@@ -226,3 +227,43 @@ def test_z_weight_scales_only_the_z_bits_of_the_loss():
     expected = 0.5 * (bits_z / (64 * 64)).mean()
     assert expected > 0
     assert (runs[1.5][0] - runs[1.0][0]).item() == pytest.approx(expected.item(), rel=0.02)  # float32 loss of ~375
+
+
+def test_refinement_keep_fractions_place_half_bins_as_the_decoder():
+    """keep = 1 + f: g_s gets every element, and the first ceil(f n) in coding order at the
+    centre of the half of their bin the residual lies in (format.md 5.1: s -/+ 1/4), the others
+    as at keep = 1; each refinement bit adds one bit to the rate."""
+    m = ProgressiveModel(ModelConfig(N=8, M=12, H=8)).eval()
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    seen = []
+    m.g_s.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
+    outs = {}
+    for keep in (1.0, 1.3):
+        torch.manual_seed(5)  # the same quantization noise in both passes
+        with torch.no_grad():
+            outs[keep] = m(x, torch.tensor([keep]))
+    plain, refined = seen
+    with torch.no_grad():
+        y = m.g_a(x)
+        z = torch.round(m.h_a(y))
+        mu = m.h_mean(z)
+        idx, _ = m.scale_net(z)
+    n = y.numel()
+    count = math.ceil(0.3 * n)
+    rank = torch.empty(n, dtype=torch.int64)
+    rank[element_order(idx.round().long().reshape(1, -1), tuple(y.shape[1:]), "scale",
+                       m.config.levels)[0]] = torch.arange(n)
+    r = (y - mu).reshape(-1)
+    want = torch.where(rank < count, torch.where(r - torch.round(r) >= 0, 0.25, -0.25), 0.0)
+    assert torch.allclose((refined - plain).reshape(-1), want, atol=1e-6)
+    bits = {k: float(o["bits"][0] - o["bits_z"][0]) for k, o in outs.items()}
+    assert bits[1.3] - bits[1.0] == pytest.approx(count, abs=1e-2)
+
+
+def test_refinement_share_of_the_band():
+    """--refine-max F draws the --q-one share as 1 + uniform(0, F), the rest as before."""
+    ks = train.sample_band(4000, 0.04, 1.0, random.Random(4), q_one=0.2, refine_max=0.4)
+    top = ks[ks > 1]
+    assert abs(len(top) / 4000 - 0.2) < 0.03
+    assert float(top.max()) <= 1.4 and abs(float(top.mean()) - 1.2) < 0.02
+    assert float(ks[ks <= 1].max()) <= 1.0 and float(ks.min()) >= 0.04
