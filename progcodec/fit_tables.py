@@ -14,6 +14,14 @@ the y counts, and so the name and digest. The tables are integers in the weight 
 encoder and decoder still agree bit for bit (DESIGN.md). The training sidecar
 (weights.training_sidecar) is copied, re-stamped with the new digest. docs/ablation.md has
 the measured effect.
+
+A model whose training changed only its syntheses (train --synthesis-keep-min/-max) writes the
+same symbols as the model it started from, so that model's fitted tables are its fitted
+tables; `--from` copies them, in seconds, after checking that every tensor the symbols depend
+on is equal:
+
+    python -m progcodec.fit_tables runs/r1-p0.safetensors runs/r1-fit.safetensors \
+        --name progcodec-v27 --from models/progcodec-v26.safetensors
 """
 from __future__ import annotations
 
@@ -60,14 +68,35 @@ def fitted_y_counts(y_counts: torch.Tensor, y_radius: torch.Tensor, hist: np.nda
     return out
 
 
+# Tensors that do not change the symbols the plain encoder writes: the decoder's syntheses.
+SYNTHESIS_PARTS = ("g_s.", "g_s_low.", "g_s_offset", "g_s_side.")
+
+
+def copied_y_counts(model, fitted) -> torch.Tensor:
+    """fitted's y tables, for a model that writes the same symbols: every tensor but the
+    syntheses' and the y tables is equal. Raises SystemExit naming the first that is not."""
+    ours, theirs = model.state_dict(), fitted.state_dict()
+    for key in sorted(ours.keys() | theirs.keys()):
+        if key.startswith(SYNTHESIS_PARTS) or key == "tables.y_counts":
+            continue
+        if key not in ours or key not in theirs or not torch.equal(ours[key], theirs[key]):
+            raise SystemExit(f"--from: {key} differs, so the two models may write different "
+                             f"symbols; fit the tables on photos instead (--images)")
+    return theirs["tables.y_counts"].clone()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("weights", type=Path, help="the weight file whose tables are fitted")
     ap.add_argument("output", type=Path)
     ap.add_argument("--name", required=True, help="model name written into every .pic")
-    ap.add_argument("--images", type=Path, required=True,
-                    help="training photo folder (its validation split is left out)")
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path,
+                        help="training photo folder (its validation split is left out)")
+    source.add_argument("--from", dest="fitted", type=Path,
+                        help="a weight file already fitted to the same encoder (see above): "
+                             "copy its y tables")
     ap.add_argument("--count", type=int, default=1000,
                     help="photos of the training split, evenly spaced in name order (all of "
                          "them when it has no more)")
@@ -77,21 +106,26 @@ def main(argv=None) -> int:
     # a fresh copy, not load_model's cached one, and a deep copy to change: the runtime built
     # on it keeps the tables it measured with
     loaded = load_weights_bytes(args.weights.read_bytes(), args.weights)
-    train, _ = split_train_validation(list_images(args.images))
-    picks = np.linspace(0, len(train) - 1, min(args.count, len(train))).round().astype(int)
-    photos = [train[i] for i in np.unique(picks)]
-    hist = symbol_histograms(codec.runtime(loaded, "cpu"), photos)
     model = copy.deepcopy(loaded.model)
-    model.tables.y_counts = fitted_y_counts(model.tables.y_counts, model.tables.y_radius, hist,
-                                            args.prior)
+    if args.fitted:
+        fitted = load_weights_bytes(args.fitted.read_bytes(), args.fitted)
+        model.tables.y_counts = copied_y_counts(model, fitted.model)
+        how = f"y tables copied from {args.fitted} ({fitted.name})"
+    else:
+        train, _ = split_train_validation(list_images(args.images))
+        picks = np.linspace(0, len(train) - 1, min(args.count, len(train))).round().astype(int)
+        photos = [train[i] for i in np.unique(picks)]
+        hist = symbol_histograms(codec.runtime(loaded, "cpu"), photos)
+        model.tables.y_counts = fitted_y_counts(model.tables.y_counts, model.tables.y_radius,
+                                                hist, args.prior)
+        how = f"y tables fitted on {len(photos)} photos, {int(hist.sum())} symbols"
     digest = save_weights(model, args.name, args.output)
     load_weights_bytes(args.output.read_bytes())  # it loads back, strictly
     if training_sidecar(args.weights).is_file():  # what train --init resumes from
         _, state = training_state_from_weights(args.weights)
         save_training_tensors({k: v for k, v in state.items()
                                if k.startswith(("scale_net.", "z_density."))}, args.output, digest)
-    print(f"wrote {args.output} (digest {digest.hex()}): y tables fitted on {len(photos)} "
-          f"photos, {int(hist.sum())} symbols")
+    print(f"wrote {args.output} (digest {digest.hex()}): {how}")
     return 0
 
 

@@ -1,5 +1,8 @@
 """Fitting a weight file's y tables to its encoder's symbols (progcodec.fit_tables)."""
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -56,3 +59,36 @@ def test_fitted_model_codes_its_photos_in_fewer_bytes_and_decodes_them(tmp_path)
         old = codec.decode(codec.encode(img, model=original, device="cpu"), model=original,
                            device="cpu")
         assert np.array_equal(np.asarray(new), np.asarray(old))
+
+
+def test_tables_copy_to_a_model_with_the_same_encoder_only(tmp_path):
+    """--from gives a model whose syntheses alone changed the fitted tables of the model it
+    started from; a model whose encoder side changed is refused, naming the tensor."""
+    src = DATA / "tiny.safetensors"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(48, 64, seed=i)).save(photos / f"p{i}.png")
+    fitted_path = tmp_path / "fitted.safetensors"
+    assert fit_tables.main([str(src), str(fitted_path), "--name", "tiny-fitted",
+                            "--images", str(photos), "--count", "2", "--prior", "1"]) == 0
+    fitted = weights.load_model(fitted_path)
+
+    def variant(part: str) -> Path:  # the tiny model with one network nudged
+        loaded = weights.load_weights_bytes(src.read_bytes(), src)
+        with torch.no_grad():
+            next(getattr(loaded.model, part).parameters()).add_(0.01)
+        path = tmp_path / f"{part}.safetensors"
+        weights.save_weights(loaded.model, f"tiny-{part}", path)
+        return path
+
+    out = tmp_path / "copied.safetensors"
+    assert fit_tables.main([str(variant("g_s")), str(out), "--name", "tiny-copied",
+                            "--from", str(fitted_path)]) == 0
+    copied = weights.load_model(out)
+    assert torch.equal(copied.model.tables.y_counts, fitted.model.tables.y_counts)
+    assert not torch.equal(copied.model.tables.y_counts,
+                           weights.load_weights_bytes(src.read_bytes()).model.tables.y_counts)
+    with pytest.raises(SystemExit, match="h_mean"):
+        fit_tables.main([str(variant("h_mean")), str(tmp_path / "refused.safetensors"),
+                         "--name", "tiny-refused", "--from", str(fitted_path)])
