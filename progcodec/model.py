@@ -104,15 +104,16 @@ def coding_order(scale_index: torch.Tensor, levels: int,
     broken by flat position ascending. Sorting integer keys only: no float is involved.
     """
     n = scale_index.shape[-1]
-    pos = torch.arange(n, dtype=torch.int64, device=scale_index.device)
     idx = scale_index.to(torch.int64)
     if order_rank is None:
-        key = (levels - 1 - idx) * n + pos
+        key = levels - 1 - idx
     else:
         rank = order_rank.to(device=idx.device, dtype=torch.int64)
-        channel = pos // (n // rank.shape[0])
-        key = rank[channel, idx] * n + pos
-    return torch.argsort(key, dim=-1)
+        channel = torch.arange(n, device=idx.device) // (n // rank.shape[0])
+        key = rank[channel, idx]
+    # A stable sort of the key is the sort of key * n + position (ties in position order),
+    # without building those int64 products.
+    return torch.argsort(key, dim=-1, stable=True)
 
 
 def coding_rank(scale_index: torch.Tensor, levels: int,
