@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from . import codec, entropy
+from .model import SYNTHESIS_PARTS
 from .tables import quantize_pmf
 from .train import list_images, split_train_validation
 from .weights import (load_weights_bytes, save_training_tensors, save_weights,
@@ -66,10 +67,6 @@ def fitted_y_counts(y_counts: torch.Tensor, y_radius: torch.Tensor, hist: np.nda
         mass = hist[level, :width] + prior * current / current.sum()
         out[level, :width] = torch.from_numpy(quantize_pmf(mass))
     return out
-
-
-# Tensors that do not change the symbols the plain encoder writes: the decoder's syntheses.
-SYNTHESIS_PARTS = ("g_s.", "g_s_low.", "g_s_offset", "g_s_side.")
 
 
 def copied_y_counts(model, fitted) -> torch.Tensor:

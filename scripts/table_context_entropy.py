@@ -31,12 +31,11 @@ SYMBOL_CLIP = 3  # refinement contexts: base symbol clamped to -3..3
 def coded_elements(rt, rgb):
     """(channel, scale index, clamped base symbol, refinement bit or -1) of every y element, in
     coding order, as the plain encoder writes them (codec.plain_symbols plus the channels)."""
-    y = codec._analysis(rt, rgb)
-    z_np = codec.encoder_z(rt, y)
-    _, levels, symbols, residual = codec.plain_symbols(rt, rgb)
+    z_np, levels, symbols, residual = codec.plain_symbols(rt, rgb)
+    # the order again from z (cheap beside the analysis), for each element's channel
     _, idx = rt.hyper(torch.from_numpy(z_np)[None].to(rt.device))
     order = coding_order(idx, rt.levels, rt.order_rank).cpu().numpy()
-    channels = order // (y.shape[2] * y.shape[3])
+    channels = order // (idx.numel() // rt.y_channels)
     n = codec.refine_count(len(symbols), codec.DEFAULT_REFINE)
     bits = np.full(len(symbols), -1, dtype=np.int64)
     bits[:n] = codec.refinement_bits(residual, symbols, n)
