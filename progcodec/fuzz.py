@@ -219,32 +219,36 @@ def check_one(data: bytes, loaded, strict: bool, max_seconds: float) -> tuple[st
     return outcome, None
 
 
+def _proc_status_mb(field: str) -> float | None:
+    """A memory figure of /proc/self/status (VmRSS, VmHWM) in MB; None where Linux has none."""
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(rf"{field}:\s+(\d+) kB", f.read())
+    except OSError:
+        return None
+    return int(m.group(1)) / 1024 if m else None
+
+
 def reset_peak_rss() -> float:
     """Start peak_rss_mb afresh where Linux allows it (writing 5 to /proc/self/clear_refs resets
     the high-water mark to the current RSS) and return that current RSS in MB (0 where it cannot
-    be read). The mark cannot go below it, and a process that has run other work (a test run's
+    be done). The mark cannot go below it, and a process that has run other work (a test run's
     earlier tests) may hold 2 GB it no longer uses: so a limit on what the inputs cost is a limit
     on peak_rss_mb() minus this."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        with open("/proc/self/status") as f:
-            m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
-        return int(m.group(1)) / 1024 if m else 0.0
     except OSError:
         return 0.0
+    return _proc_status_mb("VmRSS") or 0.0
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory in MB: since the last reset_peak_rss on Linux (VmHWM), else since
     the process started."""
-    try:
-        with open("/proc/self/status") as f:
-            m = re.search(r"VmHWM:\s+(\d+) kB", f.read())
-        if m:
-            return int(m.group(1)) / 1024
-    except OSError:
-        pass
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
