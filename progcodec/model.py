@@ -242,9 +242,9 @@ ANALYSIS_BLOCKS = (("res8", 5, 8), ("res4", 3, 4))
 # Parameter prefixes of the blocks, in either synthesis and in the analysis
 BLOCK_PARTS = tuple(f"{net}.{name}." for net in ("g_s", "g_s_low") for name, _, _ in SYNTHESIS_BLOCKS)
 ANALYSIS_PARTS = tuple(f"g_a.{name}." for name, _, _ in ANALYSIS_BLOCKS)
-# Parameter prefixes that --config may add to trained weights (train --init accepts them missing)
 # The decoder's syntheses: they do not change the symbols the encoder writes (fit_tables --from).
 SYNTHESIS_PARTS = ("g_s.", "g_s_low.", "g_s_offset", "g_s_side.")
+# Parameter prefixes that --config may add to trained weights (train --init accepts them missing)
 ADDABLE_PARTS = ("g_s_side.", "g_s_low.", "g_s_offset") + BLOCK_PARTS + ANALYSIS_PARTS
 
 
