@@ -138,11 +138,12 @@ def _check_one_prefix(quality, nbytes, bpp) -> None:
 _model_option = click.option(
     "--model", "-m", default=DEFAULT_MODEL, show_default=True,
     help="Shipped model name, or path to a .safetensors weight file.")
-# Reading commands: a file names the model it was encoded with, so by default that one decodes it.
+# Reading commands: a file names the model it was encoded with (by the digest of its weight
+# file), so by default that one decodes it.
 _read_model_option = click.option(
     "--model", "-m", default=None,
     help="Shipped model name, or path to a .safetensors weight file. Default: the shipped model "
-         "named in the file's header.")
+         "the file's header names (by the digest of its weights).")
 _device_option = click.option(
     "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
     help="Where the networks run; auto picks CUDA when available. Files are identical either way.")
@@ -169,10 +170,9 @@ def main():
 @_prefix_options
 @click.option("--refine", type=click.FloatRange(0, 1), default=None, callback=_finite, metavar="FRACTION",
               help="Fraction of the latent elements, most important first, that get one "
-                   "refinement bit at the end of the file (format version 3): it raises the "
-                   "quality of the whole file and of long prefixes; shorter prefixes pay only "
-                   "4 more header bytes (docs/refinement.md). 0 writes no "
-                   f"refinement (format version 2). Default: {codec.DEFAULT_REFINE}.")
+                   "refinement bit at the end of the file: it raises the quality of the whole "
+                   "file and of long prefixes, and shorter prefixes do not pay for it "
+                   f"(docs/refinement.md). 0 writes no refinement. Default: {codec.DEFAULT_REFINE}.")
 @click.option("--search", type=click.IntRange(min=0), default=0, metavar="STEPS",
               help="Steps of latent search: the encoder tunes the latent to this image "
                    "(docs/latent-search.md). 10 makes files a few percent smaller at equal "

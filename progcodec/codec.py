@@ -24,7 +24,8 @@ from .container import FormatError, Header
 from .intnet import ScaleNetRelaxed
 from .model import (ANALYSIS_BLOCKS, REFINE_STEP, STRIDE, Synthesis, coding_order, coding_rank,
                     side_features, block_margin, dequantize_offsets)
-from .weights import DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model
+from .weights import (DEFAULT_MODEL, LoadedModel, WeightsError, load_model, load_shipped_model,
+                      shipped_model_for_digest)
 
 
 class CodecError(Exception):
@@ -50,10 +51,11 @@ class _Runtime:
         self.models = entropy.Models(m.tables)
         self.levels = m.config.levels
         self.order_rank = m.tables.order_rank  # None: plain scale order (progcodec-v1)
-        # Version 1: plain scale order. A model with an order table writes version 2, or 3 when
-        # the file carries refinement bits (format.md 5.1), and reads both.
+        # Version 1: plain scale order. A model with an order table writes version 4 (the
+        # compact header) and reads versions 2 and 3 (the files it wrote before version 4).
         self.versions = ((container.VERSION,) if self.order_rank is None else
-                         (container.VERSION_ORDER_TABLE, container.VERSION_REFINED))
+                         (container.VERSION_ORDER_TABLE, container.VERSION_REFINED,
+                          container.VERSION_COMPACT))
         self.z_channels, self.y_channels = m.config.N, m.config.M
         # float64 copies: encoder analysis and the (cheap, low-resolution) mean network
         self.g_a64 = copy.deepcopy(m.g_a).double().to(device).eval()
@@ -138,11 +140,13 @@ class _Runtime:
 _runtimes: dict[tuple, _Runtime] = {}
 
 
-def runtime_for_file(name_in_file: str, model: str | LoadedModel | None, device: str) -> _Runtime:
-    """The runtime that decodes a file whose header names model `name_in_file`: `model` when
-    given, else that shipped model, so files of earlier default models still decode after the
-    default changes."""
-    return runtime(load_shipped_model(name_in_file) if model is None else model, device)
+def runtime_for_file(h: Header, model: str | LoadedModel | None, device: str) -> _Runtime:
+    """The runtime that decodes a file with header h: `model` when given, else the shipped
+    model the header names (by name, or by digest alone in version 4), so files of earlier
+    default models still decode after the default changes."""
+    if model is None:
+        model = load_shipped_model(h.model_name or shipped_model_for_digest(h.model_digest))
+    return runtime(model, device)
 
 
 def runtime(model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto") -> _Runtime:
@@ -466,12 +470,13 @@ def refinement_bits(residual: np.ndarray, symbols: np.ndarray, count: int) -> np
 @torch.no_grad()
 def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto",
            quality=None, nbytes=None, bpp=None, refine: float | None = None,
-           search: int = 0, search_z: bool = True) -> bytes:
+           search: int = 0, search_z: bool = True, y_block: int = container.Y_BLOCK) -> bytes:
     """Encode an image (PIL image or HxWx3 uint8 array) into .pic bytes.
 
     quality/nbytes/bpp keep only a prefix of the file (see prefix_length). refine: fraction of
     the y elements that get a refinement bit after all base symbols (default DEFAULT_REFINE for
-    a model with an order table; 0 writes a format version 2 file, as before refinement).
+    a model with an order table; 0: none). y_block: y bytes per CRC block (format.md 2: a power
+    of two from 256 to 65536 for a model with an order table; small blocks are for tests).
     search: steps of encoder-side latent search (latent_search.py): a smaller file of better
     quality for about one synthesis pass and its gradient per step; 0 (default): none.
     search_z: the search moves z too (_search_joint)."""
@@ -503,7 +508,7 @@ def encode(image, *, model: str | LoadedModel = DEFAULT_MODEL, device: str = "au
     z_bytes = entropy.encode_z(z_np, rt.models)
     y_bytes = entropy.encode_y(symbols, levels_in_order, rt.models)
     header = Header(rt.loaded.name, rt.loaded.digest, w, h, len(z_bytes), len(y_bytes),
-                    version=rt.versions[-1] if refined else rt.versions[0], refined=refined)
+                    y_block, rt.versions[-1], refined)
     data = container.pack(header, z_bytes, y_bytes)
     keep = prefix_length(header.min_length, len(data), w, h, quality=quality, nbytes=nbytes, bpp=bpp)
     return data[:keep]
@@ -522,8 +527,10 @@ class Decoded:
 
 
 def _check_model(h: Header, rt: _Runtime) -> None:
-    if h.model_name != rt.loaded.name or h.model_digest != rt.loaded.digest:
-        raise CodecError(f"file was encoded with model {h.model_name} ({h.model_digest.hex()}); "
+    if h.model_name not in (None, rt.loaded.name) or h.model_digest != rt.loaded.digest:
+        name, digest = _model_name(h), h.model_digest.hex()
+        made_by = f"model {name} ({digest})" if name else f"a model that is not shipped ({digest})"
+        raise CodecError(f"file was encoded with {made_by}; "
                          f"loaded model is {rt.loaded.name} ({rt.loaded.digest.hex()})")
     if h.version not in rt.versions:
         raise FormatError(f"format version {h.version} does not match model {rt.loaded.name}, "
@@ -585,7 +592,7 @@ def decode_detailed(data: bytes, *, quality=None, nbytes=None, bpp=None,
                     strict: bool = False) -> Decoded:
     """Decode with a report: bytes used, y elements decoded out of all, warnings. model=None:
     the shipped model named in the file."""
-    rt = runtime_for_file(container.parse_header(data).model_name, model, device)
+    rt = runtime_for_file(container.parse_header(data), model, device)
     lat = _decode_latent(data, rt, strict, quality=quality, nbytes=nbytes, bpp=bpp)
     rgb = _synthesis(rt, lat.y_hat, lat.header.height, lat.header.width, lat.side, lat.decoded)
     return Decoded(Image.fromarray(rgb, "RGB"), lat.bytes_used, lat.decoded, lat.total, lat.warnings,
@@ -605,16 +612,24 @@ def truncate(data: bytes, *, quality=None, nbytes=None, bpp=None) -> bytes:
                                quality=quality, nbytes=nbytes, bpp=bpp)]
 
 
+def _model_name(h: Header) -> str | None:
+    """The model's name: from the header, else (version 4) the shipped model with its digest."""
+    try:
+        return h.model_name or shipped_model_for_digest(h.model_digest)
+    except WeightsError:
+        return None
+
+
 @torch.no_grad()
 def info(data: bytes, *, model: str | LoadedModel | None = None, device: str = "cpu") -> dict:
     """What a file holds, and how many y elements this prefix decodes."""
     h = container.parse_header(data)
-    out = {"format_version": h.version, "model": h.model_name, "model_digest": h.model_digest.hex(),
+    out = {"format_version": h.version, "model": _model_name(h), "model_digest": h.model_digest.hex(),
            "width": h.width, "height": h.height, "file_bytes": len(data),
            "complete_file_bytes": h.full_length, "bpp": 8 * len(data) / (h.width * h.height),
            "min_decodable_bytes": h.min_length, "refinements_total": h.refined}
     try:
-        rt = runtime_for_file(h.model_name, model, device)
+        rt = runtime_for_file(h, model, device)
     except WeightsError as e:  # the header fields need no model; element counts do
         out.update(elements_total=None, elements_decodable=None, refinements_decodable=None,
                    warnings=[str(e)])

@@ -15,22 +15,47 @@ MAGIC = b"\x89PGC"
 VERSION = 1  # plain scale order
 VERSION_ORDER_TABLE = 2  # coding order from the model's priority table (format.md 3)
 VERSION_REFINED = 3  # version 2 plus a refinement pass after the base symbols (format.md 5.1)
-VERSIONS = (VERSION, VERSION_ORDER_TABLE, VERSION_REFINED)
+# version 3's content under a 33-byte header that names the model by digest alone (format.md 2):
+# every prefix pays for the header, so its bytes are the dearest of the file
+VERSION_COMPACT = 4
+VERSIONS = (VERSION, VERSION_ORDER_TABLE, VERSION_REFINED, VERSION_COMPACT)
 MAX_NAME = 64
 MAX_SIDE = 65535
 # 67 Mpx (e.g. 8192 x 8192). The transforms run tile by tile above 2 Mpx (tiling.py), so what
 # grows with the image is the latent (M values per 256 pixels) and the image itself.
 MAX_PIXELS = 1 << 26
 MAX_FILE_BYTES = 1 << 30  # no valid file comes near this; inputs are read up to it
-Y_BLOCK = 1024  # y payload bytes per CRC block
+# y payload bytes per CRC block: 4 bytes of CRC per 4 KiB (0.1%) instead of per 1 KiB (0.4%) in
+# every file; a corrupt block ends decoding at most 4 KiB earlier than it must
+Y_BLOCK = 4096
 MAX_BITS_PER_SYMBOL = 24  # the tables' rarest symbol costs 22 bits; a stream can't exceed this
 
-_FIXED = struct.Struct(">IIIIH")  # width, height, z_len, y_len, y_block
-_REFINED = struct.Struct(">I")  # version 3 only: number of refinement symbols after the base ones
+# The numeric header fields in file order, (name, bytes), big-endian. Versions 1 to 3 put them
+# after magic, version, flags, name length, name and digest; version 4 after magic, version and
+# digest. "refined" counts the refinement symbols after the base ones (format.md 5.1); version 4
+# stores the y block size as its base-2 logarithm.
+_WIDE_FIELDS = (("width", 4), ("height", 4), ("z_len", 4), ("y_len", 4), ("y_block", 2))
+_COMPACT_FIELDS = (("width", 2), ("height", 2), ("z_len", 3), ("y_len", 4), ("y_block_log2", 1),
+                   ("refined", 4))
+_COMPACT_START = 13  # magic 4, version 1, digest 8
 
 
-def header_size(version: int, name_len: int) -> int:
-    return 7 + name_len + 8 + _FIXED.size + (_REFINED.size if version == VERSION_REFINED else 0) + 4
+def field_layout(version: int, name_len: int = 0) -> tuple[dict[str, tuple[int, int]], int]:
+    """({field: (offset, size)}, header size including its CRC) of a header of this version."""
+    if version == VERSION_COMPACT:
+        fields, pos = _COMPACT_FIELDS, _COMPACT_START
+    else:
+        fields = _WIDE_FIELDS + ((("refined", 4),) if version == VERSION_REFINED else ())
+        pos = 15 + name_len
+    layout = {}
+    for name, size in fields:
+        layout[name] = (pos, size)
+        pos += size
+    return layout, pos + 4
+
+
+def header_size(version: int, name_len: int = 0) -> int:
+    return field_layout(version, name_len)[1]
 
 
 def _printable(name: bytes) -> bool:
@@ -44,7 +69,7 @@ class FormatError(Exception):
 
 @dataclass
 class Header:
-    model_name: str
+    model_name: str | None  # None when read from a version 4 header, which has the digest only
     model_digest: bytes
     width: int
     height: int
@@ -52,23 +77,39 @@ class Header:
     y_len: int  # bytes of the complete y stream
     y_block: int = Y_BLOCK
     version: int = VERSION
-    refined: int = 0  # refinement symbols after the n base symbols (version 3 only)
+    refined: int = 0  # refinement symbols after the n base symbols (versions 3 and 4)
 
     def pack(self) -> bytes:
-        name = self.model_name.encode("ascii")
-        if not 1 <= len(name) <= MAX_NAME or not _printable(name):
-            raise ValueError(f"model name must be 1..{MAX_NAME} printable ASCII characters")
-        if self.refined and self.version != VERSION_REFINED:
-            raise ValueError(f"refinement symbols need format version {VERSION_REFINED}")
-        body = (MAGIC + bytes([self.version, 0, len(name)]) + name + self.model_digest
-                + _FIXED.pack(self.width, self.height, self.z_len, self.y_len, self.y_block))
-        if self.version == VERSION_REFINED:
-            body += _REFINED.pack(self.refined)
+        if self.refined and self.version not in (VERSION_REFINED, VERSION_COMPACT):
+            raise ValueError(f"refinement symbols need format version {VERSION_REFINED} or {VERSION_COMPACT}")
+        if len(self.model_digest) != 8:
+            raise ValueError("the model digest is 8 bytes")
+        if self.version == VERSION_COMPACT:
+            if self.y_block & (self.y_block - 1) or not 256 <= self.y_block <= 65536:
+                raise ValueError("a version 4 y block size is a power of two from 256 to 65536")
+            body = MAGIC + bytes([self.version]) + self.model_digest
+        else:
+            name = (self.model_name or "").encode("ascii")
+            if not 1 <= len(name) <= MAX_NAME or not _printable(name):
+                raise ValueError(f"model name must be 1..{MAX_NAME} printable ASCII characters")
+            body = MAGIC + bytes([self.version, 0, len(name)]) + name + self.model_digest
+        values = {"width": self.width, "height": self.height, "z_len": self.z_len,
+                  "y_len": self.y_len, "y_block": self.y_block,
+                  "y_block_log2": self.y_block.bit_length() - 1, "refined": self.refined}
+        for name, (_, size) in field_layout(self.version, self._name_len)[0].items():
+            try:
+                body += values[name].to_bytes(size, "big")
+            except OverflowError:
+                raise ValueError(f"{name} {values[name]} does not fit the {size}-byte header field") from None
         return body + struct.pack(">I", zlib.crc32(body))
 
     @property
+    def _name_len(self) -> int:
+        return 0 if self.version == VERSION_COMPACT else len(self.model_name or "")
+
+    @property
     def size(self) -> int:
-        return header_size(self.version, len(self.model_name))
+        return header_size(self.version, self._name_len)
 
     @property
     def min_length(self) -> int:
@@ -104,35 +145,48 @@ def pack(header: Header, z_bytes: bytes, y_bytes: bytes) -> bytes:
 
 def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | None = None) -> Header:
     """Read and bound the header. Channel counts (from the model) tighten the length bounds."""
-    if len(data) < 7:
+    if len(data) < 5:
         raise FormatError(f"not a .pic file: only {len(data)} bytes")
     if data[:4] != MAGIC:
         raise FormatError("not a .pic file (bad magic bytes)")
-    version, flags, name_len = data[4], data[5], data[6]
-    if not 1 <= name_len <= MAX_NAME:
-        raise FormatError(f"corrupt header: model name length {name_len}")
-    size = header_size(version, name_len)
+    version = data[4]
+    if version not in VERSIONS:
+        raise FormatError(f"unsupported .pic format version {version} (this progcodec reads "
+                          f"{', '.join(map(str, VERSIONS))})")
+    name_len = 0
+    if version != VERSION_COMPACT:
+        if len(data) < 7:
+            raise FormatError(f"file too short: {len(data)} bytes")
+        name_len = data[6]
+        if not 1 <= name_len <= MAX_NAME:
+            raise FormatError(f"corrupt header: model name length {name_len}")
+    layout, size = field_layout(version, name_len)
     if len(data) < size:
         raise FormatError(f"file too short: {len(data)} bytes, the header alone needs {size}")
     body, (crc,) = data[:size - 4], struct.unpack(">I", data[size - 4:size])
     if zlib.crc32(body) != crc:
         raise FormatError("corrupt header (checksum mismatch)")
-    if version not in VERSIONS:
-        raise FormatError(f"unsupported .pic format version {version} (this progcodec reads "
-                          f"{', '.join(map(str, VERSIONS))})")
-    if flags != 0:
-        raise FormatError(f"unsupported .pic flags {flags:#04x} (this progcodec knows none)")
-    if not _printable(data[7:7 + name_len]):  # no newline or escape sequence reaches a terminal
-        raise FormatError("corrupt header: model name is not printable ASCII")
-    name = data[7:7 + name_len].decode("ascii")
-    digest = data[7 + name_len:15 + name_len]
-    width, height, z_len, y_len, y_block = _FIXED.unpack(data[15 + name_len:15 + name_len + _FIXED.size])
-    refined = _REFINED.unpack(data[size - 8:size - 4])[0] if version == VERSION_REFINED else 0
+    f = {k: int.from_bytes(data[off:off + n], "big") for k, (off, n) in layout.items()}
+    name = None
+    if version == VERSION_COMPACT:
+        digest = data[5:13]
+        if not 8 <= f["y_block_log2"] <= 16:
+            raise FormatError(f"corrupt header: y block size 2^{f['y_block_log2']}")
+        y_block = 1 << f["y_block_log2"]
+    else:
+        if data[5] != 0:
+            raise FormatError(f"unsupported .pic flags {data[5]:#04x} (this progcodec knows none)")
+        if not _printable(data[7:7 + name_len]):  # no newline or escape sequence reaches a terminal
+            raise FormatError("corrupt header: model name is not printable ASCII")
+        name = data[7:7 + name_len].decode("ascii")
+        digest = data[7 + name_len:15 + name_len]
+        y_block = f["y_block"]
+    width, height, z_len, y_len, refined = f["width"], f["height"], f["z_len"], f["y_len"], f.get("refined", 0)
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise FormatError(f"corrupt header: image size {width}x{height}")
     if width * height > MAX_PIXELS:
         raise FormatError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS} pixels")
-    if not 256 <= y_block <= 65535 or y_block % 4:
+    if not 256 <= y_block <= 65536 or y_block % 4:
         raise FormatError(f"corrupt header: y block size {y_block}")
     nz, ny = latent_sizes(width, height)
     zc, yc = z_channels or 1024, y_channels or 1024

@@ -4,7 +4,7 @@
     python -m progcodec.fuzz --seed 0 --index 1234      # replay one input, with its traceback
 
 A few valid files (small images encoded with the tiny test model and the shipped model) are
-mutated: bit flips, byte changes, cuts, insertions, deletions, appended junk, swapped 1028-byte
+mutated: bit flips, byte changes, cuts, insertions, deletions, appended junk, swapped 4100-byte
 chunks, extreme header values (with the header CRC recomputed, so the bounds are what is tested),
 and damage to the z stream or a y block with its CRC recomputed (so the range decoder sees it).
 Every decode must return an image of the header's size or raise the codec's clean error
@@ -57,28 +57,59 @@ def structured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
+def legacy_header(data: bytes, name: str) -> bytes:
+    """A version 4 file under the header layout that files written before version 4 have
+    (version 3, or 2 without refinement symbols; format.md 2): same z and y streams."""
+    h = container.parse_header(data)
+    old = container.Header(name, h.model_digest, h.width, h.height, h.z_len, h.y_len, h.y_block,
+                           container.VERSION_REFINED if h.refined else container.VERSION_ORDER_TABLE,
+                           h.refined)
+    return old.pack() + data[h.size:]
+
+
 def seed_files(models: list[str]) -> list[tuple[str, object, bytes]]:
-    """(label, loaded model, valid .pic bytes). Small models get a multi-block file too."""
+    """(label, loaded model, valid .pic bytes). Small models get a multi-block file too (256-byte
+    y blocks); a model that writes version 4 also gets its first file under a version 3 header."""
     out = []
     for m in models:
         loaded = load_model(m)
         sizes = [(48, 64), (17, 33)] + ([(320, 448)] if loaded.model.config.M <= 32 else [])
         for h, w in sizes:
-            data = codec.encode(structured_image(h, w, seed=h), model=loaded, device="cpu")
+            data = codec.encode(structured_image(h, w, seed=h), model=loaded, device="cpu",
+                                y_block=256 if h == 320 else container.Y_BLOCK)
             out.append((f"{loaded.name}:{w}x{h}", loaded, data))
+        first = out[-len(sizes)][2]
+        if first[4] == container.VERSION_COMPACT:
+            out.append((f"{loaded.name}:{sizes[0][1]}x{sizes[0][0]}:version 3", loaded,
+                        legacy_header(first, loaded.name)))
     return out
 
 
 # ---- mutations ------------------------------------------------------------------------------
-def _fields(data: bytes) -> tuple[int, int] | None:
-    """(offset of the fixed fields, header size) when the name length byte is plausible."""
+def _layout(data: bytes) -> tuple[dict[str, tuple[int, int]], int] | None:
+    """The header's fields {name: (offset, size)} and its size, as its version byte (and name
+    length byte, before version 4) claim, when those are plausible."""
+    if len(data) < 5 or data[4] not in container.VERSIONS:
+        return None
+    if data[4] == container.VERSION_COMPACT:
+        return container.field_layout(data[4])
     if len(data) < 7 or not 1 <= data[6] <= container.MAX_NAME:
         return None
-    return 15 + data[6], container.header_size(data[4], data[6])
+    return container.field_layout(data[4], data[6])
+
+
+def _set_field(d: bytearray, where: tuple[int, int], value: int) -> None:
+    """Write value into a header field, keeping as many low bytes as the field has."""
+    off, size = where
+    d[off:off + size] = (value % (1 << 8 * size)).to_bytes(size, "big")
+
+
+def _get_field(d: bytes, where: tuple[int, int]) -> int:
+    return int.from_bytes(d[where[0]:where[0] + where[1]], "big")
 
 
 def _recrc_header(d: bytearray) -> None:
-    f = _fields(d)
+    f = _layout(d)
     if f and len(d) >= f[1]:
         struct.pack_into(">I", d, f[1] - 4, zlib.crc32(bytes(d[:f[1] - 4])))
 
@@ -123,37 +154,36 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, list[str]]:
         elif kind == "append":
             d += rng.bytes(int(rng.integers(1, 3000)))
         elif kind == "swap" and n >= 8:
-            size = 1028 if rng.random() < 0.5 else int(rng.integers(1, max(2, n // 2)))
+            size = container.Y_BLOCK + 4 if rng.random() < 0.5 else int(rng.integers(1, max(2, n // 2)))
             size = min(size, n // 2)
             a = int(rng.integers(0, n - 2 * size + 1))
             b = int(rng.integers(a + size, n - size + 1))
             d[a:a + size], d[b:b + size] = d[b:b + size], d[a:a + size]
         elif kind == "header":
-            f = _fields(d)
+            f = _layout(d)
             if f is None or len(d) < f[1]:
                 continue
+            fields, size_field = f[0], "y_block" if "y_block" in f[0] else "y_block_log2"
             field = int(rng.integers(0, 9))
             value = int(rng.choice(EXTREMES)) if rng.random() < 0.8 else int(rng.integers(0, 1 << 32))
             if field < 4:  # width, height, z_len, y_len
-                struct.pack_into(">I", d, f[0] + 4 * field, value)
+                _set_field(d, fields[("width", "height", "z_len", "y_len")[field]], value)
             elif field == 4:
-                struct.pack_into(">H", d, f[0] + 16, value & 0xFFFF)
-            elif field == 5:  # version, flags
+                _set_field(d, fields[size_field], value)
+            elif field == 5:  # version, flags (the first digest byte in version 4)
                 d[4 + int(rng.integers(0, 2))] = value & 0xFF
             elif field == 6:  # a small change of the size: same latent or one more tile
-                off = f[0] + 4 * int(rng.integers(0, 2))
-                (v,) = struct.unpack_from(">I", d, off)
-                struct.pack_into(">I", d, off, min(0xFFFFFFFF, max(0, v + int(rng.integers(-70, 71)))))
-            elif field == 8:  # version 3: the refinement count, extreme or a small change
-                if d[4] != container.VERSION_REFINED:
+                where = fields[("width", "height")[int(rng.integers(0, 2))]]
+                _set_field(d, where, max(0, _get_field(d, where) + int(rng.integers(-70, 71))))
+            elif field == 8:  # versions 3 and 4: the refinement count, extreme or a small change
+                if "refined" not in fields:
                     continue
-                (v,) = struct.unpack_from(">I", d, f[0] + 18)
-                v = value if rng.random() < 0.5 else min(0xFFFFFFFF, max(0, v + int(rng.integers(-9, 10))))
-                struct.pack_into(">I", d, f[0] + 18, v)
+                v = _get_field(d, fields["refined"])
+                v = value if rng.random() < 0.5 else max(0, v + int(rng.integers(-9, 10)))
+                _set_field(d, fields["refined"], v)
             else:  # a legitimate-looking length change
-                off = f[0] + 8 + 4 * int(rng.integers(0, 2))
-                (v,) = struct.unpack_from(">I", d, off)
-                struct.pack_into(">I", d, off, min(0xFFFFFFFC, max(0, v + 4 * int(rng.integers(-8, 9)))))
+                where = fields[("z_len", "y_len")[int(rng.integers(0, 2))]]
+                _set_field(d, where, max(0, _get_field(d, where) + 4 * int(rng.integers(-8, 9))))
             if rng.random() < 0.9:
                 _recrc_header(d)
         elif kind == "stream":  # damage inside z or a y block, then fix its CRC

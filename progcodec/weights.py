@@ -178,6 +178,24 @@ def load_shipped_model(name: str) -> LoadedModel:
     return load_model(name)
 
 
+_file_digests: dict[str, bytes] = {}
+
+
+def shipped_model_for_digest(digest: bytes) -> str:
+    """The name of the shipped model whose weight file has this 8-byte digest (a version 4
+    header names its model by digest alone). The default model is tried first; each other file
+    is hashed once per process."""
+    for name in sorted(shipped_model_names(), key=lambda n: n != DEFAULT_MODEL):
+        if name not in _file_digests:
+            loaded = _cache.get(name)
+            _file_digests[name] = (loaded.digest if loaded else
+                                   hashlib.sha256(find_model_file(name).read_bytes()).digest()[:8])
+        if _file_digests[name] == digest:
+            return name
+    raise WeightsError(f"the file was encoded with a model that is not shipped (weights digest "
+                       f"{digest.hex()}): give its weight file with --model")
+
+
 def load_model(name_or_path: str | Path = DEFAULT_MODEL) -> LoadedModel:
     """Load a shipped model by name, or a weight file by path (cached per process)."""
     key = str(name_or_path)

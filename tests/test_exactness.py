@@ -10,11 +10,14 @@ from progcodec import codec
 from progcodec.model import coding_order
 from progcodec.weights import shipped_model_names
 
-from conftest import smooth_image
+from conftest import smooth_image, with_random_order_table
 
-# sha256 of the .pic of smooth_image(80, 120, seed=3) with tests/data/tiny.safetensors.
-# Changes only with the format, the coder or the tiny weights (tests/make_tiny_model.py).
+# sha256 of the .pic of smooth_image(80, 120, seed=3) with tests/data/tiny.safetensors (format
+# version 1, 1024-byte y blocks), and with that model under conftest's order table (seed 3):
+# format version 4, the writer's defaults. They change only with the format, the coder or the
+# tiny weights (tests/make_tiny_model.py).
 GOLDEN_TINY = "2bf487d7d18239eedb1e08d0c440dabaf08775345d9e3640da31219f4f600098"
+GOLDEN_TINY_V4 = "e398b8c37784f71161e554bb280cab83d17eb34f8963f0b29f593351fed7ee48"
 
 
 def _settings():
@@ -57,8 +60,11 @@ def test_bytes_and_indexes_identical_across_threads_and_onednn(which, tiny, phot
 
 
 def test_golden_bitstream(tiny):
-    data = progcodec.encode(smooth_image(80, 120, seed=3), model=tiny, device="cpu")
+    data = progcodec.encode(smooth_image(80, 120, seed=3), model=tiny, device="cpu", y_block=1024)
     assert hashlib.sha256(data).hexdigest() == GOLDEN_TINY
+    ordered = with_random_order_table(tiny, seed=3)
+    data = progcodec.encode(smooth_image(80, 120, seed=3), model=ordered, device="cpu")
+    assert data[4] == 4 and hashlib.sha256(data).hexdigest() == GOLDEN_TINY_V4
 
 
 def test_coding_order_descending_with_position_ties():

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from progcodec import codec, container, fuzz
 from progcodec.container import FormatError
-from progcodec.weights import shipped_model_names
+from progcodec.weights import DEFAULT_MODEL
 
 from conftest import DATA
 from test_cli import assert_clean_error, run
@@ -21,7 +21,9 @@ TINY = str(DATA / "tiny.safetensors")
 
 @pytest.fixture(scope="module")
 def seeds():
-    return fuzz.seed_files([TINY, *shipped_model_names()])
+    """tiny: 64x48, 33x17, 448x320 (0-2); the default model: 64x48, 33x17 (version 4) and the
+    64x48 file under a version 3 header (3-5)"""
+    return fuzz.seed_files([TINY, DEFAULT_MODEL])
 
 
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
@@ -29,7 +31,7 @@ FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
 
 
 @FUZZ
-@given(which=st.integers(0, 4), seed=st.integers(0, 2**64 - 1))
+@given(which=st.integers(0, 5), seed=st.integers(0, 2**64 - 1))
 def test_mutated_files_decode_or_fail_cleanly(seeds, which, seed):
     label, loaded, data = seeds[which % len(seeds)]
     mutated, names = fuzz.mutate(data, np.random.default_rng(seed))
@@ -47,22 +49,22 @@ def test_arbitrary_bytes_parse_cleanly(data):
             pass
 
 
-def _with_field(data: bytes, field: int, value: int) -> bytes:
-    """Set width/height/z_len/y_len (0-3) or y_block (4) and recompute the header CRC."""
+def _with_field(data: bytes, field: str, value: int) -> bytes:
+    """Set a numeric header field (its low bytes, as many as it has) and recompute the header
+    CRC. "y_block" is the y block size field of any version (its logarithm in version 4)."""
     d = bytearray(data)
-    off, size = fuzz._fields(d)
-    if field < 4:
-        struct.pack_into(">I", d, off + 4 * field, value)
-    else:
-        struct.pack_into(">H", d, off + 16, value & 0xFFFF)
-    struct.pack_into(">I", d, size - 4, zlib.crc32(bytes(d[:size - 4])))
+    fields, _ = fuzz._layout(d)
+    fuzz._set_field(d, fields[field if field in fields else "y_block_log2"], value)
+    fuzz._recrc_header(d)
     return bytes(d)
 
 
-@pytest.mark.parametrize("field", range(5), ids=["width", "height", "z_len", "y_len", "y_block"])
-def test_extreme_header_values_are_bounded(seeds, field):
+@pytest.mark.parametrize("field", ["width", "height", "z_len", "y_len", "y_block", "refined"])
+@pytest.mark.parametrize("which", [3, 5], ids=["version 4", "version 3"])
+def test_extreme_header_values_are_bounded(seeds, which, field):
     """0, 1, 2^16-1, 2^31-1, 2^32-1 ... with a valid header CRC: refused or decoded, nothing huge."""
-    label, loaded, data = seeds[3]  # the shipped model's 64x48 file
+    label, loaded, data = seeds[which]  # the default model's 64x48 file, in either header
+    assert data[4] == (container.VERSION_COMPACT if which == 3 else container.VERSION_REFINED)
     rss_before = fuzz.reset_peak_rss()  # measure these inputs, not the tests before them
     for value in fuzz.EXTREMES:
         outcome, why = fuzz.check_one(_with_field(data, field, value), loaded, False, 10)
@@ -92,7 +94,7 @@ def test_hostile_files_through_the_cli(tmp_path, seeds):
     """One line on stderr, exit 1, no traceback, no output file."""
     data = seeds[0][2]
     h = container.parse_header(data)
-    cases = {"width0": _with_field(data, 0, 0),
+    cases = {"width0": _with_field(data, "width", 0),
              "junk_z": data[:h.size] + b"\xff" * (len(data) - h.size)}
     for name, blob in cases.items():
         (tmp_path / f"{name}.pic").write_bytes(blob)

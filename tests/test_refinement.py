@@ -35,9 +35,9 @@ def _encoder_view(img, model):
 def test_version_and_count_follow_refine(ordered):
     img = smooth_image(96, 128)
     n = 16 * 2 * 2 * ordered.model.config.M  # hz = wz = 2 for 96x128
-    for refine, version in ((0.0, 2), (0.3, 3), (1.0, 3)):
+    for refine in (0.0, 0.3, 1.0):
         h = container.parse_header(progcodec.encode(img, model=ordered, refine=refine))
-        assert (h.version, h.refined) == (version, codec.refine_count(n, refine))
+        assert (h.version, h.refined) == (container.VERSION_COMPACT, codec.refine_count(n, refine))
     assert container.parse_header(progcodec.encode(img, model=ordered)).refined == \
         codec.refine_count(n, codec.DEFAULT_REFINE)
 
@@ -129,13 +129,13 @@ def test_cli_refine_option(tmp_path):
     and a refine on a model without an order table is a one-line error."""
     png = tmp_path / "img.png"
     Image.fromarray(smooth_image(64, 64)).save(png)
-    for refine, version in (("0", 2), ("0.5", 3)):
+    for refine in ("0", "0.5"):
         out = tmp_path / f"r{refine}.pic"
         r = run("encode", png, "-o", out, "--refine", refine)
         assert r.returncode == 0, r.stderr.decode()
         rec = json.loads(run("info", out, "--json").stdout)
-        assert rec["format_version"] == version
-        assert (rec["refinements_total"] > 0) == (version == 3)
+        assert rec["format_version"] == 4
+        assert (rec["refinements_total"] > 0) == (refine != "0")
         assert rec["refinements_decodable"] == rec["refinements_total"]
     r = run("encode", png, "-o", tmp_path / "bad.pic", "--refine", "1.5")
     assert r.returncode == 2 and not (tmp_path / "bad.pic").exists()
