@@ -204,6 +204,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[bytes, list[str]]:
 def kind_of(message: str) -> str:
     """A message with its numbers and names blanked: the outcome's kind."""
     k = re.sub(r"\S+ \([0-9a-f]{16}\)", "X", message.splitlines()[0] if message else "")
+    k = re.sub(r"digest [0-9a-f]{16}", "digest X", k)
     k = re.sub(r"flags 0x[0-9a-f]+", "flags N", k)
     k = re.sub(r"\d+", "N", k)
     return k[:90]
