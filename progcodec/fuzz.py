@@ -4,7 +4,7 @@
     python -m progcodec.fuzz --seed 0 --index 1234      # replay one input, with its traceback
 
 A few valid files (small images encoded with the tiny test model and the shipped model) are
-mutated: bit flips, byte changes, cuts, insertions, deletions, appended junk, swapped 4100-byte
+mutated: bit flips, byte changes, cuts, insertions, deletions, appended junk, swapped block-sized
 chunks, extreme header values (with the header CRC recomputed, so the bounds are what is tested),
 and damage to the z stream or a y block with its CRC recomputed (so the range decoder sees it).
 Every decode must return an image of the header's size or raise the codec's clean error
