@@ -144,9 +144,12 @@ def runtime_for_file(h: Header, model: str | LoadedModel | None, device: str) ->
     """The runtime that decodes a file with header h: `model` when given, else the shipped
     model the header names (by name, or by digest alone in version 4), so files of earlier
     default models still decode after the default changes."""
-    if model is None:
-        model = load_shipped_model(h.model_name or shipped_model_for_digest(h.model_digest))
-    return runtime(model, device)
+    return runtime(load_shipped_model(_file_model_name(h)) if model is None else model, device)
+
+
+def _file_model_name(h: Header) -> str:
+    """The shipped model a header names: its name, or (version 4) the one with its digest."""
+    return h.model_name or shipped_model_for_digest(h.model_digest)
 
 
 def runtime(model: str | LoadedModel = DEFAULT_MODEL, device: str = "auto") -> _Runtime:
@@ -614,19 +617,15 @@ def truncate(data: bytes, *, quality=None, nbytes=None, bpp=None) -> bytes:
                                quality=quality, nbytes=nbytes, bpp=bpp)]
 
 
-def _model_name(h: Header) -> str | None:
-    """The model's name: from the header, else (version 4) the shipped model with its digest."""
-    try:
-        return h.model_name or shipped_model_for_digest(h.model_digest)
-    except WeightsError:
-        return None
-
-
 @torch.no_grad()
 def info(data: bytes, *, model: str | LoadedModel | None = None, device: str = "cpu") -> dict:
     """What a file holds, and how many y elements this prefix decodes."""
     h = container.parse_header(data)
-    out = {"format_version": h.version, "model": _model_name(h), "model_digest": h.model_digest.hex(),
+    try:
+        name = _file_model_name(h)
+    except WeightsError:  # a version 4 file of a model that is not shipped
+        name = None
+    out = {"format_version": h.version, "model": name, "model_digest": h.model_digest.hex(),
            "width": h.width, "height": h.height, "file_bytes": len(data),
            "complete_file_bytes": h.full_length, "bpp": 8 * len(data) / (h.width * h.height),
            "min_decodable_bytes": h.min_length, "refinements_total": h.refined}
