@@ -13,11 +13,13 @@ import progcodec
 from progcodec import codec, container, fuzz
 from progcodec.weights import DEFAULT_MODEL, find_model_file
 
+from conftest import DATA
+
 OLD_MODEL = "progcodec-v9"  # an earlier default model, kept in models/ so that its files decode
 
 
 def _small_photo():
-    return Image.open("tests/data/kodim23_crop.png").convert("RGB").crop((0, 0, 96, 64))
+    return Image.open(DATA / "kodim23_crop.png").convert("RGB").crop((0, 0, 96, 64))
 
 
 def _cli(*args):
