@@ -52,10 +52,15 @@ class _Runtime:
         self.levels = m.config.levels
         self.order_rank = m.tables.order_rank  # None: plain scale order (progcodec-v1)
         # Version 1: plain scale order. A model with an order table writes version 4 (the
-        # compact header) and reads versions 2 and 3 (the files it wrote before version 4).
-        self.versions = ((container.VERSION,) if self.order_rank is None else
-                         (container.VERSION_ORDER_TABLE, container.VERSION_REFINED,
-                          container.VERSION_COMPACT))
+        # compact header) and reads versions 2 and 3 (the files it wrote before version 4); one
+        # with a refinement table too (fit_tables --refine-table) writes and reads version 5.
+        if self.order_rank is None:
+            self.versions = (container.VERSION,)
+        elif m.tables.refine_counts is not None:
+            self.versions = (container.VERSION_REFINE_TABLE,)
+        else:
+            self.versions = (container.VERSION_ORDER_TABLE, container.VERSION_REFINED,
+                             container.VERSION_COMPACT)
         self.z_channels, self.y_channels = m.config.N, m.config.M
         # float64 copies: encoder analysis and the (cheap, low-resolution) mean network
         self.g_a64 = copy.deepcopy(m.g_a).double().to(device).eval()
@@ -142,13 +147,13 @@ _runtimes: dict[tuple, _Runtime] = {}
 
 def runtime_for_file(h: Header, model: str | LoadedModel | None, device: str) -> _Runtime:
     """The runtime that decodes a file with header h: `model` when given, else the shipped
-    model the header names (by name, or by digest alone in version 4), so files of earlier
+    model the header names (by name, or by digest alone from version 4), so files of earlier
     default models still decode after the default changes."""
     return runtime(load_shipped_model(_file_model_name(h)) if model is None else model, device)
 
 
 def _file_model_name(h: Header) -> str:
-    """The shipped model a header names: its name, or (version 4) the one with its digest."""
+    """The shipped model a header names: its name, or (versions 4, 5) the one with its digest."""
     return h.model_name or shipped_model_for_digest(h.model_digest)
 
 
@@ -531,7 +536,7 @@ class Decoded:
 
 def _check_model(h: Header, rt: _Runtime) -> None:
     if h.model_name not in (None, rt.loaded.name) or h.model_digest != rt.loaded.digest:
-        # no lookup of a version 4 file's model here: a forged digest would have every shipped
+        # no lookup of a version 4 or 5 file's model here: a forged digest would have every shipped
         # weight file read and hashed
         digest = h.model_digest.hex()
         made_by = f"model {h.model_name} ({digest})" if h.model_name else f"the model with digest {digest}"
@@ -539,7 +544,8 @@ def _check_model(h: Header, rt: _Runtime) -> None:
                          f"loaded model is {rt.loaded.name} ({rt.loaded.digest.hex()})")
     if h.version not in rt.versions:
         raise FormatError(f"format version {h.version} does not match model {rt.loaded.name}, "
-                          f"which {'has' if rt.order_rank is not None else 'has no'} order table")
+                          f"which reads version{'s' * (len(rt.versions) > 1)} "
+                          f"{', '.join(map(str, rt.versions))}")
 
 
 @dataclass
@@ -623,7 +629,7 @@ def info(data: bytes, *, model: str | LoadedModel | None = None, device: str = "
     h = container.parse_header(data)
     try:
         name = _file_model_name(h)
-    except WeightsError:  # a version 4 file of a model that is not shipped
+    except WeightsError:  # a version 4 or 5 file of a model that is not shipped
         name = None
     out = {"format_version": h.version, "model": name, "model_digest": h.model_digest.hex(),
            "width": h.width, "height": h.height, "file_bytes": len(data),

@@ -18,7 +18,11 @@ VERSION_REFINED = 3  # version 2 plus a refinement pass after the base symbols (
 # version 3's content under a 33-byte header that names the model by digest alone (format.md 2):
 # every prefix pays for the header, so its bytes are the dearest of the file
 VERSION_COMPACT = 4
-VERSIONS = (VERSION, VERSION_ORDER_TABLE, VERSION_REFINED, VERSION_COMPACT)
+# version 4's layout; the refinement bits are coded with the model's refinement table
+# (format.md 5.1), so the model that wrote it must have one
+VERSION_REFINE_TABLE = 5
+COMPACT_VERSIONS = (VERSION_COMPACT, VERSION_REFINE_TABLE)
+VERSIONS = (VERSION, VERSION_ORDER_TABLE, VERSION_REFINED, VERSION_COMPACT, VERSION_REFINE_TABLE)
 MAX_NAME = 64
 MAX_SIDE = 65535
 # 67 Mpx (e.g. 8192 x 8192). The transforms run tile by tile above 2 Mpx (tiling.py), so what
@@ -31,9 +35,9 @@ Y_BLOCK = 4096
 MAX_BITS_PER_SYMBOL = 24  # the tables' rarest symbol costs 22 bits; a stream can't exceed this
 
 # The numeric header fields in file order, (name, bytes), big-endian. Versions 1 to 3 put them
-# after magic, version, flags, name length, name and digest; version 4 after magic, version and
-# digest. "refined" counts the refinement symbols after the base ones (format.md 5.1); version 4
-# stores the y block size as its base-2 logarithm.
+# after magic, version, flags, name length, name and digest; versions 4 and 5 after magic,
+# version and digest. "refined" counts the refinement symbols after the base ones (format.md
+# 5.1); versions 4 and 5 store the y block size as its base-2 logarithm.
 _WIDE_FIELDS = (("width", 4), ("height", 4), ("z_len", 4), ("y_len", 4), ("y_block", 2))
 _COMPACT_FIELDS = (("width", 2), ("height", 2), ("z_len", 3), ("y_len", 4), ("y_block_log2", 1),
                    ("refined", 4))
@@ -42,7 +46,7 @@ _COMPACT_START = 13  # magic 4, version 1, digest 8
 
 def field_layout(version: int, name_len: int = 0) -> tuple[dict[str, tuple[int, int]], int]:
     """({field: (offset, size)}, header size including its CRC) of a header of this version."""
-    if version == VERSION_COMPACT:
+    if version in COMPACT_VERSIONS:
         fields, pos = _COMPACT_FIELDS, _COMPACT_START
     else:
         fields = _WIDE_FIELDS + ((("refined", 4),) if version == VERSION_REFINED else ())
@@ -69,7 +73,7 @@ class FormatError(Exception):
 
 @dataclass
 class Header:
-    model_name: str | None  # None when read from a version 4 header, which has the digest only
+    model_name: str | None  # None when read from a version 4 or 5 header: the digest only
     model_digest: bytes
     width: int
     height: int
@@ -77,16 +81,16 @@ class Header:
     y_len: int  # bytes of the complete y stream
     y_block: int = Y_BLOCK
     version: int = VERSION
-    refined: int = 0  # refinement symbols after the n base symbols (versions 3 and 4)
+    refined: int = 0  # refinement symbols after the n base symbols (versions 3 to 5)
 
     def pack(self) -> bytes:
-        if self.refined and self.version not in (VERSION_REFINED, VERSION_COMPACT):
-            raise ValueError(f"refinement symbols need format version {VERSION_REFINED} or {VERSION_COMPACT}")
+        if self.refined and self.version < VERSION_REFINED:
+            raise ValueError(f"refinement symbols need format version {VERSION_REFINED} or later")
         if len(self.model_digest) != 8:
             raise ValueError("the model digest is 8 bytes")
-        if self.version == VERSION_COMPACT:
+        if self.version in COMPACT_VERSIONS:
             if self.y_block & (self.y_block - 1) or not 256 <= self.y_block <= 65536:
-                raise ValueError("a version 4 y block size is a power of two from 256 to 65536")
+                raise ValueError(f"a version {self.version} y block size is a power of two from 256 to 65536")
             body = MAGIC + bytes([self.version]) + self.model_digest
         else:
             name = (self.model_name or "").encode("ascii")
@@ -105,7 +109,7 @@ class Header:
 
     @property
     def _name_len(self) -> int:
-        return 0 if self.version == VERSION_COMPACT else len(self.model_name or "")
+        return 0 if self.version in COMPACT_VERSIONS else len(self.model_name or "")
 
     @property
     def size(self) -> int:
@@ -154,7 +158,7 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
         raise FormatError(f"unsupported .pic format version {version} (this progcodec reads "
                           f"{', '.join(map(str, VERSIONS))})")
     name_len = 0
-    if version != VERSION_COMPACT:
+    if version not in COMPACT_VERSIONS:
         if len(data) < 7:
             raise FormatError(f"file too short: {len(data)} bytes")
         name_len = data[6]
@@ -168,7 +172,7 @@ def parse_header(data: bytes, z_channels: int | None = None, y_channels: int | N
         raise FormatError("corrupt header (checksum mismatch)")
     f = {k: int.from_bytes(data[off:off + n], "big") for k, (off, n) in layout.items()}
     name = None
-    if version == VERSION_COMPACT:
+    if version in COMPACT_VERSIONS:
         digest = data[5:13]
         if not 8 <= f["y_block_log2"] <= 16:
             raise FormatError(f"corrupt header: y block size 2^{f['y_block_log2']}")

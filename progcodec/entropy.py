@@ -30,10 +30,12 @@ class StreamError(Exception):
 
 
 # The "level" of a refinement symbol in a sequence of levels (format.md 5.1): one bit, coded
-# with probability 1/2. A table per (scale index, symbol) would code them in 0.95 bit on unseen
-# photos (docs/ablation.md, "Finer tables"): not worth a format version.
+# with probability 1/2, or (format version 5) with the model's refinement table, a pair of counts
+# per element chosen by its scale index and base symbol (tables.refine_rows).
 REFINE = -1
 _REFINE_MODEL = _Categorical(np.array([1.0, 1.0]), perfect=False)
+_REFINE_FAMILY = _Categorical(perfect=False)  # per-element counts passed with the symbols
+_CHUNK = 1 << 20  # refinement bits per constriction call: bounds the float64 counts in memory
 
 
 def words_to_bytes(words: np.ndarray) -> bytes:
@@ -69,10 +71,53 @@ class Models:
         counts, radius = self.tables.y_row(level)
         return _Categorical(counts.astype(np.float64), perfect=False), radius
 
+    def run(self, level: int, levels_in_order: np.ndarray, symbols: np.ndarray) -> "_Run":
+        """The coder of one run of `level`. A refinement run (the last; bit i refines element i
+        in coding order) takes its contexts from the base levels and symbols, which the decoder
+        has by then."""
+        if level == REFINE and self.tables.refine_counts is not None:
+            return _TableRun(self.tables, levels_in_order, symbols)
+        return _Run(*self.y(level))
+
     def y_support(self, level: int) -> tuple[int, int]:
         """Smallest and largest symbol of a y run's table."""
         _, r = self.y(level)
         return (0, 1) if level == REFINE else (-r, r)
+
+
+class _Run:
+    """Codes a run whose symbols share one table: symbols -r..r as symbol + r."""
+
+    def __init__(self, model, r: int):
+        self.model, self.r = model, r
+
+    def encode(self, enc, symbols: np.ndarray, start: int = 0) -> None:
+        """Encode `symbols`, the run's symbols from position `start` on."""
+        enc.encode((symbols + self.r).astype(np.int32), self.model)
+
+    def decode(self, dec, count: int, start: int = 0) -> np.ndarray:
+        return dec.decode(self.model, count).astype(np.int64) - self.r
+
+
+class _TableRun(_Run):
+    """Codes refinement bits with one pair of counts per bit (format.md 5.1, version 5)."""
+
+    def __init__(self, tables: CodingTables, levels_in_order: np.ndarray, symbols: np.ndarray):
+        super().__init__(_REFINE_FAMILY, 0)
+        self.tables, self.levels, self.symbols = tables, levels_in_order, symbols
+
+    def _counts(self, start: int, end: int) -> np.ndarray:
+        return self.tables.refine_rows(self.levels[start:end], self.symbols[start:end]).astype(np.float64)
+
+    def encode(self, enc, symbols: np.ndarray, start: int = 0) -> None:
+        for i in range(0, len(symbols), _CHUNK):
+            part = symbols[i:i + _CHUNK].astype(np.int32)
+            enc.encode(part, self.model, self._counts(start + i, start + i + len(part)))
+
+    def decode(self, dec, count: int, start: int = 0) -> np.ndarray:
+        parts = [dec.decode(self.model, self._counts(start + i, start + min(count, i + _CHUNK)))
+                 for i in range(0, count, _CHUNK)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 # ---- z: one table per channel, channels in order, raster order within a channel -----------
@@ -142,8 +187,7 @@ def encode_y(symbols: np.ndarray, levels_in_order: np.ndarray, models: Models) -
     for a refinement bit)."""
     enc = _Encoder()
     for s, e, lev in runs(levels_in_order):
-        model, r = models.y(lev)
-        enc.encode((symbols[s:e] + r).astype(np.int32), model)
+        models.run(lev, levels_in_order, symbols).encode(enc, symbols[s:e])
     return words_to_bytes(enc.get_compressed())
 
 
@@ -159,44 +203,44 @@ def decode_y(data: bytes, levels_in_order: np.ndarray, models: Models, complete:
     enc = _Encoder()
     out = np.zeros(n, dtype=np.int64)
     for s, e, lev in runs(levels_in_order):
-        model, r = models.y(lev)
+        run = models.run(lev, levels_in_order, out)  # out holds every base symbol by a refinement run
         before_dec = dec.clone()
         try:
-            got = dec.decode(model, e - s).astype(np.int64)
+            got = run.decode(dec, e - s)
         except (AssertionError, ValueError, RuntimeError):
             if complete:
                 raise StreamError("corrupt y stream") from None
-            got = _decode_until_failure(before_dec, model, e - s)
+            got = _decode_until_failure(before_dec, run, e - s)
         if complete:
-            out[s:s + len(got)] = got - r
+            out[s:s + len(got)] = got
             continue
         before_enc = enc.clone()
         if len(got) == e - s:
-            enc.encode(got.astype(np.int32), model)
+            run.encode(enc, got)
             if enc.num_words() + 1 <= full_words:
-                out[s:e] = got - r
+                out[s:e] = got
                 continue
         # The cut falls in this run: largest m with sealed(prefix + m) + 1 <= full_words.
         lo, hi = 0, len(got)
         while lo < hi:
             mid = (lo + hi + 1) // 2
             trial = before_enc.clone()
-            trial.encode(got[:mid].astype(np.int32), model)
+            run.encode(trial, got[:mid])
             if trial.num_words() + 1 <= full_words:
                 lo = mid
             else:
                 hi = mid - 1
-        out[s:s + lo] = got[:lo] - r
+        out[s:s + lo] = got[:lo]
         return out, s + lo
     return out, n
 
 
-def _decode_until_failure(dec, model, count: int) -> np.ndarray:
+def _decode_until_failure(dec, run: _Run, count: int) -> np.ndarray:
     """Symbol-by-symbol decoding after a failed batch; returns what decoded before the error."""
     got = []
     try:
-        for _ in range(count):
-            got.append(int(dec.decode(model, 1)[0]))
+        for i in range(count):
+            got.append(int(run.decode(dec, 1, start=i)[0]))
     except (AssertionError, ValueError, RuntimeError):
         pass
     return np.asarray(got, dtype=np.int64)

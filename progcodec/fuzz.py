@@ -79,7 +79,7 @@ def seed_files(models: list[str]) -> list[tuple[str, object, bytes]]:
                                 y_block=256 if h == 320 else container.Y_BLOCK)
             out.append((f"{loaded.name}:{w}x{h}", loaded, data))
         first = out[-len(sizes)][2]
-        if first[4] == container.VERSION_COMPACT:
+        if first[4] == container.VERSION_COMPACT:  # (version 5 has no older layout)
             out.append((f"{loaded.name}:{sizes[0][1]}x{sizes[0][0]}:version 3", loaded,
                         legacy_header(first, loaded.name)))
     return out
@@ -91,7 +91,7 @@ def _layout(data: bytes) -> tuple[dict[str, tuple[int, int]], int] | None:
     length byte, before version 4) claim, when those are plausible."""
     if len(data) < 5 or data[4] not in container.VERSIONS:
         return None
-    if data[4] == container.VERSION_COMPACT:
+    if data[4] in container.COMPACT_VERSIONS:
         return container.field_layout(data[4])
     if len(data) < 7 or not 1 <= data[6] <= container.MAX_NAME:
         return None

@@ -16,6 +16,11 @@ TABLE_TOTAL = 1 << 22  # sum of the counts of every table row
 Y_TAIL_SIGMAS = 10.0  # support of a y table: +-ceil(10 sigma) symbols
 Z_SUPPORT = 255  # z symbols are searched for support in [-255, 255]
 Z_TAIL_MASS = 1e-9
+# Context of a refinement bit (format.md 5.1, version 5): its element's scale index and base
+# symbol clamped to -3..3. Beyond +-3 the two halves are nearly equally likely; the channel adds
+# nothing (docs/ablation.md, "Finer tables").
+REFINE_SYMBOL_CLIP = 3
+REFINE_CONTEXTS = 2 * REFINE_SYMBOL_CLIP + 1
 
 
 def quantize_pmf(p: np.ndarray, total: int = TABLE_TOTAL) -> np.ndarray:
@@ -42,15 +47,23 @@ class CodingTables(nn.Module):
 
     order_rank (optional, int32 (M, levels)): the coding order's priority of every (y channel,
     scale level) pair, 0 first (see ordering.py and model.coding_order). A model without it
-    codes in plain scale-index order (progcodec-v1)."""
+    codes in plain scale-index order (progcodec-v1).
+
+    refine_counts (optional, int32 (levels, REFINE_CONTEXTS, 2)): counts of a refinement bit
+    being 0 and 1 for each (scale index, clamped base symbol) context, fitted by fit_tables. A
+    model with it codes its refinement bits with these and writes format version 5; without it,
+    each bit costs one bit (versions 3 and 4)."""
 
     def __init__(self, z_channels: int, z_width: int, levels: int, y_width: int,
-                 y_channels: int = 0):
+                 y_channels: int = 0, refine_table: bool = False):
         super().__init__()
+        # None buffers are absent from the state dict until export or fit_tables sets them
         if y_channels:
             self.register_buffer("order_rank", torch.zeros(y_channels, levels, dtype=torch.int32))
-        else:  # a None buffer: absent from the state dict until export sets it
+        else:
             self.register_buffer("order_rank", None)
+        self.register_buffer("refine_counts", torch.zeros(levels, REFINE_CONTEXTS, 2, dtype=torch.int32)
+                             if refine_table else None)
         self.register_buffer("z_counts", torch.zeros(z_channels, z_width, dtype=torch.int32))
         self.register_buffer("z_offset", torch.zeros(z_channels, dtype=torch.int32))
         self.register_buffer("z_size", torch.ones(z_channels, dtype=torch.int32))
@@ -98,6 +111,12 @@ class CodingTables(nn.Module):
         col = torch.arange(bits.shape[1]).view(1, -1)
         last = (self.z_size.long() - 1).view(-1, 1)
         return bits.gather(1, torch.minimum(col, last).expand_as(bits)).float()
+
+    def refine_rows(self, levels: np.ndarray, symbols: np.ndarray) -> np.ndarray:
+        """Counts (n, 2) of bit 0 and bit 1 for refinement bits of elements with these scale
+        indexes and (clamped) base symbols; refine_counts must be set."""
+        ctx = np.clip(symbols, -REFINE_SYMBOL_CLIP, REFINE_SYMBOL_CLIP) + REFINE_SYMBOL_CLIP
+        return self.refine_counts.numpy()[levels, ctx]
 
     def y_row(self, level: int) -> tuple[np.ndarray, int]:
         """Counts of scale level `level` and its radius (symbols -radius..radius)."""

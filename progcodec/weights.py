@@ -128,7 +128,8 @@ def load_weights_bytes(data: bytes, path: Path | None = None) -> LoadedModel:
     if any(t is None or t.dim() != 2 for t in counts):
         raise WeightsError("weight file without its coding tables")
     model.tables = CodingTables(*counts[0].shape, *counts[1].shape,
-                                y_channels=config.M if "tables.order_rank" in tensors else 0)
+                                y_channels=config.M if "tables.order_rank" in tensors else 0,
+                                refine_table="tables.refine_counts" in tensors)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()
              if not k.startswith(TRAIN_PREFIX)}
     try:  # strict: every tensor the configuration needs, of its shape, and no other

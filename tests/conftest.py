@@ -8,6 +8,7 @@ from PIL import Image
 
 from progcodec import codec
 from progcodec.fuzz import structured_image
+from progcodec.tables import REFINE_CONTEXTS, quantize_pmf
 from progcodec.weights import LoadedModel, load_model
 
 DATA = Path(__file__).parent / "data"
@@ -45,6 +46,17 @@ def with_random_order_table(loaded: LoadedModel, seed: int) -> LoadedModel:
     rank = np.random.default_rng(seed).permutation(c.M * c.levels).reshape(c.M, c.levels)
     m.tables.register_buffer("order_rank", torch.from_numpy(rank.astype(np.int32)))
     return LoadedModel("tiny-ordered", b"ordered!", m)
+
+
+def with_random_refine_table(loaded: LoadedModel, seed: int) -> LoadedModel:
+    """A copy of a model with an order table, given a refinement table of random counts
+    (tables.refine_counts): it writes format version 5."""
+    m = copy.deepcopy(loaded.model)
+    rng = np.random.default_rng(seed)
+    shape = (m.config.levels, REFINE_CONTEXTS)
+    rows = [quantize_pmf(np.array([p, 1 - p])) for p in rng.uniform(0.05, 0.95, shape).ravel()]
+    m.tables.register_buffer("refine_counts", torch.from_numpy(np.stack(rows).reshape(*shape, 2)))
+    return LoadedModel(loaded.name + "-refine-table", b"refine!!", m)
 
 
 @torch.no_grad()

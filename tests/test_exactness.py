@@ -10,14 +10,15 @@ from progcodec import codec
 from progcodec.model import coding_order
 from progcodec.weights import shipped_model_names
 
-from conftest import smooth_image, with_random_order_table
+from conftest import smooth_image, with_random_order_table, with_random_refine_table
 
 # sha256 of the .pic of smooth_image(80, 120, seed=3) with tests/data/tiny.safetensors (format
-# version 1, 1024-byte y blocks), and with that model under conftest's order table (seed 3):
-# format version 4, the writer's defaults. They change only with the format, the coder or the
-# tiny weights (tests/make_tiny_model.py).
+# version 1, 1024-byte y blocks); with that model under conftest's order table (seed 3): format
+# version 4, the writer's defaults; and with a random refinement table as well (seed 3): version
+# 5. They change only with the format, the coder or the tiny weights (tests/make_tiny_model.py).
 GOLDEN_TINY = "2bf487d7d18239eedb1e08d0c440dabaf08775345d9e3640da31219f4f600098"
 GOLDEN_TINY_V4 = "e398b8c37784f71161e554bb280cab83d17eb34f8963f0b29f593351fed7ee48"
+GOLDEN_TINY_V5 = "28638c340750ba34207ecdf23f05f61569f04d3e679950a1940f7d24c28c30fc"
 
 
 def _settings():
@@ -65,6 +66,9 @@ def test_golden_bitstream(tiny):
     ordered = with_random_order_table(tiny, seed=3)
     data = progcodec.encode(smooth_image(80, 120, seed=3), model=ordered, device="cpu")
     assert data[4] == 4 and hashlib.sha256(data).hexdigest() == GOLDEN_TINY_V4
+    data = progcodec.encode(smooth_image(80, 120, seed=3), model=with_random_refine_table(ordered, 3),
+                            device="cpu")
+    assert data[4] == 5 and hashlib.sha256(data).hexdigest() == GOLDEN_TINY_V5
 
 
 def test_coding_order_descending_with_position_ties():

@@ -9,7 +9,7 @@ from PIL import Image
 from progcodec import codec, fit_tables, weights
 from progcodec.tables import TABLE_TOTAL
 
-from conftest import DATA, smooth_image
+from conftest import DATA, smooth_image, with_random_order_table
 
 
 def test_fitted_rows_are_valid_tables_shaped_by_the_histogram():
@@ -92,3 +92,44 @@ def test_tables_copy_to_a_model_with_the_same_encoder_only(tmp_path):
     with pytest.raises(SystemExit, match="h_mean"):
         fit_tables.main([str(variant("h_mean")), str(tmp_path / "refused.safetensors"),
                          "--name", "tiny-refused", "--from", str(fitted_path)])
+
+
+def test_refinement_table_is_fitted_copied_and_refused_where_it_cannot_apply(tmp_path):
+    """--refine-table on top of copied y tables: the model writes version 5, its files are
+    smaller on the photos it was fitted on and decode to the same image as the version 4
+    model's; --from copies the table on; the options that cannot go together are refused."""
+    ordered = with_random_order_table(weights.load_model(DATA / "tiny.safetensors"), seed=2)
+    src = tmp_path / "ordered.safetensors"
+    weights.save_weights(ordered.model, "tiny-ordered", src)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    images = [smooth_image(64, 96, seed=s) for s in range(4)]
+    for i, img in enumerate(images):  # p0 is the validation split's: unused
+        Image.fromarray(img).save(photos / f"p{i}.png")
+    fitted, tabled, copied = (tmp_path / f"{n}.safetensors" for n in ("fitted", "tabled", "copied"))
+    common = ["--images", str(photos), "--count", "3", "--prior", "1"]
+    assert fit_tables.main([str(src), str(fitted), "--name", "tiny-fitted", *common]) == 0
+    assert fit_tables.main([str(src), str(tabled), "--name", "tiny-tabled", "--from", str(fitted),
+                            "--refine-table", *common]) == 0
+    assert fit_tables.main([str(src), str(copied), "--name", "tiny-copied", "--from", str(tabled)]) == 0
+    v4, v5, again = (weights.load_model(p) for p in (fitted, tabled, copied))
+    assert v4.model.tables.refine_counts is None
+    table = v5.model.tables.refine_counts
+    assert table is not None and torch.equal(table, again.model.tables.refine_counts)
+    assert (table.sum(-1) == TABLE_TOTAL).all() and int(table.min()) >= 1
+    assert torch.equal(v5.model.tables.y_counts, v4.model.tables.y_counts)
+    files4 = [codec.encode(img, model=v4, device="cpu") for img in images[1:]]
+    files5 = [codec.encode(img, model=v5, device="cpu") for img in images[1:]]
+    assert {f[4] for f in files4} == {4} and {f[4] for f in files5} == {5}
+    assert sum(map(len, files5)) < sum(map(len, files4)), (list(map(len, files5)), list(map(len, files4)))
+    for a, b in zip(files4, files5):
+        assert np.array_equal(np.asarray(codec.decode(a, model=v4, device="cpu")),
+                              np.asarray(codec.decode(b, model=v5, device="cpu")))
+    for bad in (["--from", str(fitted), *common],  # --images with --from fits the table only
+                ["--refine-table", "--from", str(fitted)]):  # nothing to fit it on
+        with pytest.raises(SystemExit) as e:
+            fit_tables.main([str(src), str(tmp_path / "bad.safetensors"), "--name", "x", *bad])
+        assert e.value.code == 2
+    with pytest.raises(SystemExit, match="no order table"):
+        fit_tables.main([str(DATA / "tiny.safetensors"), str(tmp_path / "bad.safetensors"),
+                         "--name", "x", "--refine-table", *common])

@@ -1,5 +1,6 @@
-"""The refinement pass of format version 3 (docs/format.md 5.1): one bit per element, for the
-first elements in coding order, after every base symbol."""
+"""The refinement pass of format versions 3 to 5 (docs/format.md 5.1): one bit per element, for
+the first elements in coding order, after every base symbol; in version 5 coded with the
+model's refinement table."""
 import json
 
 import numpy as np
@@ -11,13 +12,19 @@ from progcodec import codec, container, entropy
 from progcodec.codec import psnr
 from PIL import Image
 
-from conftest import decode_latent as _latent, smooth_image, with_random_order_table
+from conftest import (decode_latent as _latent, smooth_image, with_random_order_table,
+                      with_random_refine_table)
 from test_cli import TINY, assert_clean_error, run
 
 
 @pytest.fixture(scope="module")
 def ordered(tiny):
     return with_random_order_table(tiny, seed=5)
+
+
+@pytest.fixture(scope="module")
+def tabled(ordered):
+    return with_random_refine_table(ordered, seed=7)
 
 
 @torch.no_grad()
@@ -63,10 +70,12 @@ def test_refined_elements_land_in_the_right_half(ordered):
     assert float(err[unclamped].max()) <= 0.25 + 1e-5
 
 
-def test_every_cut_into_the_refinement_decodes_a_prefix_of_it(ordered):
+@pytest.mark.parametrize("table", [False, True], ids=["one bit each", "refinement table"])
+def test_every_cut_into_the_refinement_decodes_a_prefix_of_it(ordered, tabled, table):
     """Cuts from the end of the base symbols to the end of the file: each decodes every base
     element, a number of refinement bits that never falls, and those bits equal the full
     file's."""
+    ordered = tabled if table else ordered  # the order is the same
     img = smooth_image(192, 256, seed=4)
     data = progcodec.encode(img, model=ordered, refine=1.0)
     h = container.parse_header(data)
@@ -88,6 +97,28 @@ def test_every_cut_into_the_refinement_decodes_a_prefix_of_it(ordered):
             assert torch.equal(flat[order[:lat.refined]], ref[order[:lat.refined]]), n
     assert partial >= 10, "too few cuts fell inside the refinement bits"
     assert _latent(data[:-5], ordered).refined < h.refined
+
+
+def test_refinement_table_changes_the_bytes_not_the_latent(ordered, tabled):
+    """Version 5 codes the same symbols and bits as version 4 with other probabilities: every
+    cut of the base symbols and the complete file decode to the same latent; a version 4 file
+    and a model with a refinement table (and the reverse) do not go together."""
+    img = smooth_image(128, 192, seed=6)
+    v4, v5 = (progcodec.encode(img, model=m, refine=0.6) for m in (ordered, tabled))
+    assert (v4[4], v5[4]) == (4, 5) and v4 != v5
+    assert torch.equal(_latent(v4, ordered).y_hat, _latent(v5, tabled).y_hat)
+    h4, h5 = container.parse_header(v4), container.parse_header(v5)
+    assert h4.refined == h5.refined > 0
+    base_end = h4.min_length + (len(v4) - h4.min_length) // 3  # well inside the base symbols
+    a, b = _latent(v4[:base_end], ordered), _latent(v5[:base_end], tabled)
+    assert a.refined == b.refined == 0 and a.decoded == b.decoded < a.total
+    assert torch.equal(a.y_hat, b.y_hat)
+    for data, wrong in ((v4, tabled), (v5, ordered)):
+        h = container.parse_header(data)
+        forged = container.Header(None, wrong.digest, h.width, h.height, h.z_len, h.y_len,
+                                  h.y_block, h.version, h.refined).pack() + data[h.size:]
+        with pytest.raises(container.FormatError, match=f"format version {h.version} does not match"):
+            progcodec.decode(forged, model=wrong)
 
 
 def test_refinement_raises_quality_of_the_shipped_model(photo):
