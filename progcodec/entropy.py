@@ -236,11 +236,14 @@ def decode_y(data: bytes, levels_in_order: np.ndarray, models: Models, complete:
 
 
 def _decode_until_failure(dec, run: _Run, count: int) -> np.ndarray:
-    """Symbol-by-symbol decoding after a failed batch; returns what decoded before the error."""
-    got = []
-    try:
-        for i in range(count):
-            got.append(int(run.decode(dec, 1, start=i)[0]))
-    except (AssertionError, ValueError, RuntimeError):
-        pass
-    return np.asarray(got, dtype=np.int64)
+    """After a failed batch: the longest prefix of the run that decodes without an error, found
+    by bisection (an error at symbol j fails every longer prefix), in batches rather than symbol
+    by symbol: a cut refinement run is some 10^5 symbols."""
+    lo, hi, best = 0, count - 1, np.zeros(0, dtype=np.int64)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            best, lo = run.decode(dec.clone(), mid), mid
+        except (AssertionError, ValueError, RuntimeError):
+            hi = mid - 1
+    return best

@@ -172,3 +172,31 @@ def test_cli_refine_option(tmp_path):
     assert r.returncode == 2 and not (tmp_path / "bad.pic").exists()
     assert_clean_error(run("encode", png, "-o", tmp_path / "t.pic", "--refine", "0.5", "--model", TINY),
                        "no order table")
+
+
+def test_a_failed_batch_keeps_every_symbol_a_symbol_by_symbol_decode_reaches(tabled):
+    """entropy._decode_until_failure bisects in batches; it must stop where decoding one symbol
+    at a time first fails, on a table-coded refinement run cut short and padded with garbage
+    (whether and where a decode fails depends on the bytes: several cuts and paddings)."""
+    models = entropy.Models(tabled.model.tables)
+    rng = np.random.default_rng(3)
+    n = 3000
+    levels = rng.integers(0, tabled.model.config.levels, n)
+    run = models.run(entropy.REFINE, levels, rng.integers(-4, 5, n))
+    enc = entropy._Encoder()
+    run.encode(enc, rng.integers(0, 2, n))
+    words = enc.get_compressed()
+    failed = 0
+    for keep in (len(words) // 4, len(words) // 2, 3 * len(words) // 4):
+        for pad in (0, 0xFFFFFFFF, 0x80000000):
+            stream = np.concatenate([words[:keep], np.full(2, pad, dtype=np.uint32)])
+            ref, dec = [], entropy._Decoder(stream)
+            try:
+                for i in range(n):
+                    ref.append(int(run.decode(dec, 1, start=i)[0]))
+                continue  # decoded to the end: nothing to compare
+            except (AssertionError, ValueError, RuntimeError):
+                failed += 1
+            got = entropy._decode_until_failure(entropy._Decoder(stream), run, n)
+            assert got.tolist() == ref, (keep, pad)
+    assert failed >= 2, "too few of the cut streams failed inside the run"
