@@ -66,7 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint", type=Path,
                     help="training checkpoint.pt, or a weight file with training tensors")
     ap.add_argument("output", type=Path)
-    ap.add_argument("--name", required=True, help="model name written into every .pic")
+    ap.add_argument("--name", required=True,
+                    help="the model's name, stored in its weight file (.pic files name a model "
+                         "by digest since format version 4)")
     ap.add_argument("--order-images", type=Path,
                     help="folder of training photos (never Kodak): measure the channel gains "
                          "of the coding order's priority table on centre crops of the first "

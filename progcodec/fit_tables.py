@@ -112,9 +112,10 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("weights", type=Path, help="the weight file whose tables are fitted")
     ap.add_argument("output", type=Path)
-    ap.add_argument("--name", required=True, help="model name written into every .pic")
+    ap.add_argument("--name", required=True, help="the new model's name, stored in its weight file")
     ap.add_argument("--images", type=Path,
-                    help="training photo folder (its validation split is left out)")
+                    help="training photo folder (its validation split is left out): fit the y "
+                         "tables on it, unless --from, and the refinement table with --refine-table")
     ap.add_argument("--from", dest="fitted", type=Path,
                     help="a weight file already fitted to the same encoder (see above): copy "
                          "its y tables instead of fitting them on --images")
@@ -125,7 +126,8 @@ def main(argv=None) -> int:
                     help="photos of the training split, evenly spaced in name order (all of "
                          "them when it has no more)")
     ap.add_argument("--prior", type=float, default=20.0,
-                    help="pseudo-counts of the Gaussian table added to each histogram")
+                    help="pseudo-counts added to each histogram: in the shape of the Gaussian "
+                         "table (y tables), split evenly (refinement table)")
     args = ap.parse_args(argv)
     if args.images is None and (args.fitted is None or args.refine_table):
         ap.error("--images is needed, unless --from copies every table")
