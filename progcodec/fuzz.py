@@ -3,7 +3,7 @@
     python -m progcodec.fuzz --count 100000 --seed 0
     python -m progcodec.fuzz --seed 0 --index 1234      # replay one input, with its traceback
 
-A few valid files (small images encoded with the tiny test model and the shipped model) are
+A few valid files (small images encoded with the tiny test model and two shipped models) are
 mutated: bit flips, byte changes, cuts, insertions, deletions, appended junk, swapped block-sized
 chunks, extreme header values (with the header CRC recomputed, so the bounds are what is tested),
 and damage to the z stream or a y block with its CRC recomputed (so the range decoder sees it).
@@ -37,6 +37,9 @@ from .container import FormatError
 from .weights import DEFAULT_MODEL, load_model
 
 TINY = Path(__file__).resolve().parent.parent / "tests" / "data" / "tiny.safetensors"
+# The last default model that writes format version 4, fuzzed beside the default (version 5):
+# its files, and one under a version 3 header, keep the older layouts covered.
+VERSION_4_MODEL = "progcodec-v29"
 EXTREMES = (0, 1, 2, 3, 4, 15, 16, 17, 63, 64, 65, 255, 256, 1023, 1024, 4096, 65535, 65536,
             (1 << 24) + 1, (1 << 31) - 1, 1 << 31, (1 << 32) - 1)
 CLEAN = (FormatError, CodecError)
@@ -291,7 +294,7 @@ def main(argv=None) -> int:
     ap.add_argument("--index", type=int, default=None, help="replay this one input with a traceback")
     ap.add_argument("--model", action="append", default=None,
                     help="model name or weight file (repeatable; default: the tiny test model "
-                         "when the source tree has it, and the shipped model)")
+                         f"when the source tree has it, the default model and {VERSION_4_MODEL})")
     ap.add_argument("--max-seconds", type=float, default=10.0)
     ap.add_argument("--max-rss-mb", type=float, default=2048.0,
                     help="most the peak RSS may grow over the RSS before the first input")
@@ -299,7 +302,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest here)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    models = a.model or ([str(TINY)] if TINY.exists() else []) + [DEFAULT_MODEL]
+    models = a.model or ([str(TINY)] if TINY.exists() else []) + [DEFAULT_MODEL, VERSION_4_MODEL]
     seeds = seed_files(models)
     print("seed files: " + ", ".join(f"{lab} ({len(d)} B)" for lab, _, d in seeds), flush=True)
 

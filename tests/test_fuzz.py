@@ -1,7 +1,7 @@
 """Hostile .pic files: every decode returns an image of the header's size or a clean error.
 
 The long run is `python -m progcodec.fuzz --count 100000 --seed 0` (progcodec/fuzz.py); this is
-the same mutator, driven by hypothesis, on the tiny model and the shipped model."""
+the same mutator, driven by hypothesis, on the tiny model and two shipped models."""
 import struct
 import zlib
 
@@ -21,9 +21,10 @@ TINY = str(DATA / "tiny.safetensors")
 
 @pytest.fixture(scope="module")
 def seeds():
-    """tiny: 64x48, 33x17, 448x320 (0-2); the default model: 64x48, 33x17 (version 4) and the
-    64x48 file under a version 3 header (3-5)"""
-    return fuzz.seed_files([TINY, DEFAULT_MODEL])
+    """tiny: 64x48, 33x17, 448x320 (0-2); the default model: 64x48, 33x17 (version 5, 3-4);
+    fuzz.VERSION_4_MODEL: 64x48, 33x17 (version 4) and the 64x48 file under a version 3 header
+    (5-7)"""
+    return fuzz.seed_files([TINY, DEFAULT_MODEL, fuzz.VERSION_4_MODEL])
 
 
 FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
@@ -31,7 +32,7 @@ FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
 
 
 @FUZZ
-@given(which=st.integers(0, 5), seed=st.integers(0, 2**64 - 1))
+@given(which=st.integers(0, 7), seed=st.integers(0, 2**64 - 1))
 def test_mutated_files_decode_or_fail_cleanly(seeds, which, seed):
     label, loaded, data = seeds[which % len(seeds)]
     mutated, names = fuzz.mutate(data, np.random.default_rng(seed))
@@ -60,11 +61,12 @@ def _with_field(data: bytes, field: str, value: int) -> bytes:
 
 
 @pytest.mark.parametrize("field", ["width", "height", "z_len", "y_len", "y_block", "refined"])
-@pytest.mark.parametrize("which", [3, 5], ids=["version 4", "version 3"])
-def test_extreme_header_values_are_bounded(seeds, which, field):
+@pytest.mark.parametrize("which, version", [(3, 5), (5, 4), (7, 3)],
+                         ids=["version 5", "version 4", "version 3"])
+def test_extreme_header_values_are_bounded(seeds, which, version, field):
     """0, 1, 2^16-1, 2^31-1, 2^32-1 ... with a valid header CRC: refused or decoded, nothing huge."""
-    label, loaded, data = seeds[which]  # the default model's 64x48 file, in either header
-    assert data[4] == (container.VERSION_COMPACT if which == 3 else container.VERSION_REFINED)
+    label, loaded, data = seeds[which]  # a shipped model's 64x48 file, in each header version
+    assert data[4] == version
     rss_before = fuzz.reset_peak_rss()  # measure these inputs, not the tests before them
     for value in fuzz.EXTREMES:
         outcome, why = fuzz.check_one(_with_field(data, field, value), loaded, False, 10)
