@@ -45,7 +45,7 @@ from PIL import Image
 
 from . import codec, entropy
 from .model import SYNTHESIS_PARTS
-from .tables import REFINE_SYMBOL_CLIP, quantize_pmf
+from .tables import REFINE_CONTEXTS, quantize_pmf, refine_context
 from .train import list_images, split_train_validation
 from .weights import (load_weights_bytes, save_training_tensors, save_weights,
                       training_sidecar, training_state_from_weights)
@@ -56,11 +56,11 @@ def symbol_histograms(rt, photos: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     - (levels, table width): the clamped base y symbols at each scale index; column radius + s
       holds symbol s, as in tables.y_counts;
     - (levels, REFINE_CONTEXTS, 2): the refinement bits (codec.DEFAULT_REFINE of the elements)
-      by context (scale index, base symbol clamped to +-REFINE_SYMBOL_CLIP) and value, as in
+      by context (scale index, tables.refine_context of the base symbol) and value, as in
       tables.refine_counts."""
     t = rt.models.tables
     hist = np.zeros(tuple(t.y_counts.shape), dtype=np.int64)
-    refine_hist = np.zeros((hist.shape[0], 2 * REFINE_SYMBOL_CLIP + 1, 2), dtype=np.int64)
+    refine_hist = np.zeros((hist.shape[0], REFINE_CONTEXTS, 2), dtype=np.int64)
     for path in photos:
         with Image.open(path) as im:
             rgb = codec.to_rgb_array(im)
@@ -68,8 +68,8 @@ def symbol_histograms(rt, photos: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         for start, end, level in entropy.runs(levels):
             np.add.at(hist[level], symbols[start:end] + int(t.y_radius[level]), 1)
         n = codec.refine_count(len(symbols), codec.DEFAULT_REFINE)
-        ctx = np.clip(symbols[:n], -REFINE_SYMBOL_CLIP, REFINE_SYMBOL_CLIP) + REFINE_SYMBOL_CLIP
-        np.add.at(refine_hist, (levels[:n], ctx, codec.refinement_bits(residual, symbols, n)), 1)
+        np.add.at(refine_hist, (levels[:n], refine_context(symbols[:n]),
+                                codec.refinement_bits(residual, symbols, n)), 1)
     return hist, refine_hist
 
 

@@ -23,6 +23,11 @@ REFINE_SYMBOL_CLIP = 3
 REFINE_CONTEXTS = 2 * REFINE_SYMBOL_CLIP + 1
 
 
+def refine_context(symbols: np.ndarray) -> np.ndarray:
+    """The refinement table's column (0 .. REFINE_CONTEXTS - 1) for elements of these base symbols."""
+    return np.clip(symbols, -REFINE_SYMBOL_CLIP, REFINE_SYMBOL_CLIP) + REFINE_SYMBOL_CLIP
+
+
 def quantize_pmf(p: np.ndarray, total: int = TABLE_TOTAL) -> np.ndarray:
     """Float pmf -> int counts with sum `total`, each at least 1 (deterministic)."""
     p = np.asarray(p, dtype=np.float64)
@@ -115,8 +120,7 @@ class CodingTables(nn.Module):
     def refine_rows(self, levels: np.ndarray, symbols: np.ndarray) -> np.ndarray:
         """Counts (n, 2) of bit 0 and bit 1 for refinement bits of elements with these scale
         indexes and (clamped) base symbols; refine_counts must be set."""
-        ctx = np.clip(symbols, -REFINE_SYMBOL_CLIP, REFINE_SYMBOL_CLIP) + REFINE_SYMBOL_CLIP
-        return self.refine_counts.numpy()[levels, ctx]
+        return self.refine_counts.numpy()[levels, refine_context(symbols)]
 
     def y_row(self, level: int) -> tuple[np.ndarray, int]:
         """Counts of scale level `level` and its radius (symbols -radius..radius)."""
