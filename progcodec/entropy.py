@@ -36,8 +36,8 @@ REFINE = -1
 _REFINE_MODEL = _Categorical(np.array([1.0, 1.0]), perfect=False)
 _REFINE_FAMILY = _Categorical(perfect=False)  # per-element counts passed with the symbols
 _CHUNK = 1 << 20  # refinement bits per constriction call: bounds the float64 counts in memory
-# symbols per step when a cut stream's kept prefix is searched (decode_y): a step that fails or
-# overflows is bisected, so a search costs about one pass over the run, not one per bisection step
+# symbols per step of _longest_prefix: a step that fails is bisected, so a search costs about one
+# pass over the run, not one per bisection step
 _STEP = 4096
 
 
@@ -223,51 +223,47 @@ def decode_y(data: bytes, levels_in_order: np.ndarray, models: Models, complete:
             if enc.num_words() + 1 <= full_words:
                 out[s:e] = got
                 continue
-        # The cut falls in this run: the largest m with sealed(prefix + m) + 1 <= full_words (it
-        # grows with m), _STEP symbols at a time, then by bisection inside the step that overflows
-        enc, start, stop = before_enc, 0, 0
-        while start < len(got):
-            stop = min(start + _STEP, len(got))
-            trial = enc.clone()
+        # The cut falls in this run: the largest m with sealed(prefix + m) + 1 <= full_words
+        def fits(state, start, stop):
+            trial = state.clone()
             run.encode(trial, got[start:stop], start)
-            if trial.num_words() + 1 > full_words:
-                break
-            enc, start = trial, stop
-        lo, hi = start, max(start, stop - 1)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            trial = enc.clone()
-            run.encode(trial, got[start:mid], start)
-            if trial.num_words() + 1 <= full_words:
-                lo = mid
-            else:
-                hi = mid - 1
+            return trial if trial.num_words() + 1 <= full_words else None
+        lo = _longest_prefix(before_enc, len(got), fits)
         out[s:s + lo] = got[:lo]
         return out, s + lo
     return out, n
 
 
 def _decode_until_failure(dec, run: _Run, count: int) -> np.ndarray:
-    """After a failed batch: the longest prefix of the run that decodes without an error (an
-    error at symbol j fails every longer prefix), _STEP symbols at a time, then by bisection
-    inside the step that fails. Symbol by symbol took 2 s on a cut refinement run of 10^5 bits."""
-    parts, start, stop = [], 0, 0
+    """After a failed batch: the longest prefix of the run that decodes without an error.
+    Symbol by symbol took 2 s on a cut refinement run of 10^5 bits."""
+    def decodes(state, start, stop):
+        trial = state.clone()
+        try:
+            run.decode(trial, stop - start, start)
+        except (AssertionError, ValueError, RuntimeError):
+            return None
+        return trial
+    return run.decode(dec, _longest_prefix(dec, count, decodes))
+
+
+def _longest_prefix(state, count: int, extend) -> int:
+    """The largest m <= count such that the symbols 0..m-1 extend the coder `state`, when one
+    that fails fails every longer prefix: _STEP symbols at a time, then by bisection inside the
+    step that fails, so about one pass over the prefix. extend(state, start, stop) returns a
+    new coder state after symbols start..stop-1, leaving `state` as it is, or None."""
+    start, stop = 0, 0
     while start < count:
         stop = min(start + _STEP, count)
-        trial = dec.clone()
-        try:
-            parts.append(run.decode(trial, stop - start, start))
-        except (AssertionError, ValueError, RuntimeError):
+        after = extend(state, start, stop)
+        if after is None:
             break
-        dec, start = trial, stop
-    lo, hi = 0, max(0, stop - start - 1)
+        state, start = after, stop
+    lo, hi = start, max(start, stop - 1)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        try:
-            run.decode(dec.clone(), mid, start)
-            lo = mid
-        except (AssertionError, ValueError, RuntimeError):
+        if extend(state, start, mid) is None:
             hi = mid - 1
-    if lo:
-        parts.append(run.decode(dec.clone(), lo, start))
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        else:
+            lo = mid
+    return lo
