@@ -228,7 +228,7 @@ def decode_y(data: bytes, levels_in_order: np.ndarray, models: Models, complete:
             trial = state.clone()
             run.encode(trial, got[start:stop], start)
             return trial if trial.num_words() + 1 <= full_words else None
-        lo = _longest_prefix(before_enc, len(got), fits)
+        lo, _ = _longest_prefix(before_enc, len(got), fits)
         out[s:s + lo] = got[:lo]
         return out, s + lo
     return out, n
@@ -236,22 +236,26 @@ def decode_y(data: bytes, levels_in_order: np.ndarray, models: Models, complete:
 
 def _decode_until_failure(dec, run: _Run, count: int) -> np.ndarray:
     """After a failed batch: the longest prefix of the run that decodes without an error.
-    Symbol by symbol took 1.5 s on a cut refinement run of 10^5 bits (scripts/cut_decode_time.py)."""
+    Symbol by symbol took 1.5 s on a cut refinement run of 10^5 bits (scripts/cut_decode_time.py).
+    The search's state carries the symbols it decoded, so the prefix is not decoded again."""
     def decodes(state, start, stop):
-        trial = state.clone()
+        coder, parts = state
+        trial = coder.clone()
         try:
-            run.decode(trial, stop - start, start)
+            got = run.decode(trial, stop - start, start)
         except (AssertionError, ValueError, RuntimeError):
             return None
-        return trial
-    return run.decode(dec, _longest_prefix(dec, count, decodes))
+        return trial, parts + [got]
+    _, (_, parts) = _longest_prefix((dec, []), count, decodes)
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _longest_prefix(state, count: int, extend) -> int:
-    """The largest m <= count such that the symbols 0..m-1 extend the coder `state`, when one
-    that fails fails every longer prefix: _STEP symbols at a time, then by bisection inside the
-    step that fails, so about one pass over the prefix. extend(state, start, stop) returns a
-    new coder state after symbols start..stop-1, leaving `state` as it is, or None."""
+def _longest_prefix(state, count: int, extend):
+    """(m, the state after m symbols) for the largest m <= count such that the symbols 0..m-1
+    extend the coder `state`, when one that fails fails every longer prefix: _STEP symbols at a
+    time, then by bisection inside the step that fails, so about one pass over the prefix.
+    extend(state, start, stop) returns a new state after symbols start..stop-1, leaving `state`
+    as it is, or None."""
     start, stop = 0, 0
     while start < count:
         stop = min(start + _STEP, count)
@@ -259,11 +263,12 @@ def _longest_prefix(state, count: int, extend) -> int:
         if after is None:
             break
         state, start = after, stop
-    lo, hi = start, max(start, stop - 1)
+    lo, hi, best = start, max(start, stop - 1), state
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if extend(state, start, mid) is None:
+        after = extend(state, start, mid)
+        if after is None:
             hi = mid - 1
         else:
-            lo = mid
-    return lo
+            lo, best = mid, after
+    return lo, best

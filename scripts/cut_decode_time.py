@@ -17,12 +17,13 @@ from progcodec.weights import load_model
 
 
 def best_of(f, times=3):
+    """(the fastest of `times` calls of f, in seconds; f's result)"""
     out = []
     for _ in range(times):
         t0 = time.perf_counter()
-        f()
+        result = f()
         out.append(time.perf_counter() - t0)
-    return min(out)
+    return min(out), result
 
 
 def main(names):
@@ -36,12 +37,11 @@ def main(names):
         symbols = np.concatenate([entropy.clamp_y_symbols(raw, levels, models), bits])
         levels_all = np.concatenate([levels, np.full(r, entropy.REFINE)])
         data = entropy.encode_y(symbols, levels_all, models)
-        t = best_of(lambda: entropy.decode_y(data, levels_all, models, complete=True))
+        t, _ = best_of(lambda: entropy.decode_y(data, levels_all, models, complete=True))
         print(f"{name}: {len(data)} bytes; complete {t:.3f} s")
         for cut in (1000, 5000, 20000, 100000, 200000):
             part = data[:len(data) - cut]
-            t = best_of(lambda: entropy.decode_y(part, levels_all, models, complete=False))
-            _, kept = entropy.decode_y(part, levels_all, models, complete=False)
+            t, (_, kept) = best_of(lambda: entropy.decode_y(part, levels_all, models, complete=False))
             print(f"  cut {cut:>6} bytes before the end: {t:.3f} s, {kept} symbols kept")
 
 
