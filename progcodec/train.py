@@ -91,11 +91,13 @@ LOW_KEEP = 0.05
 
 
 def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False,
-                q_one: float = 0.25, q_low: float = 0.0) -> torch.Tensor:
+                q_one: float = 0.25, q_low: float = 0.0, refine_max: float = 0.0) -> torch.Tensor:
     """Keep-fractions: a share q_one at q = 1, the rest log-uniform in [q_min, 1]; with q_low > 0,
     that share of the rest is drawn log-uniform in [q_min, LOW_KEEP] instead (more weight on the
-    lowest cuts, where the curve trails JPEG 2000). low_bias (decoder fine-tuning, as in the
-    WACV 2025 paper): 80% log-uniform in [q_min, 0.15], 20% in [0.15, 1]."""
+    lowest cuts, where the curve trails JPEG 2000). refine_max > 0: the q = 1 share is
+    1 + uniform(0, refine_max), the whole latent with refinement bits (as sample_band). low_bias
+    (decoder fine-tuning, as in the WACV 2025 paper): 80% log-uniform in [q_min, 0.15], 20% in
+    [0.15, 1]."""
     def log_uniform(lo: float, hi: float) -> float:
         return math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
@@ -103,7 +105,7 @@ def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False
         if low_bias:
             return log_uniform(*((q_min, 0.15) if rng.random() < 0.8 else (0.15, 1.0)))
         if rng.random() < q_one:
-            return 1.0
+            return 1.0 + rng.uniform(0.0, refine_max) if refine_max else 1.0
         if q_low > 0 and rng.random() < q_low:
             return log_uniform(q_min, LOW_KEEP)
         return log_uniform(q_min, 1.0)
@@ -275,7 +277,7 @@ def main(argv=None) -> int:
                          "--q-one of the batch at keep-fraction 1, the rest log-uniform in "
                          "[this, 1]; this must be at least the model's low_synthesis_keep (0: off)")
     ap.add_argument("--refine-max", type=float, default=0.0,
-                    help="with --synthesis-keep-min: the --q-one share is the whole latent with a "
+                    help="a full run or --synthesis-keep-min: the --q-one share is the whole latent with a "
                          "refinement bit for the first F of its elements in coding order, F "
                          "uniform in [0, this], placed as the decoder places them (format.md "
                          "5.1; encode's default --refine is 0.4); 0: the whole latent alone")
@@ -368,8 +370,8 @@ def main(argv=None) -> int:
     band = ((args.q_min, args.synthesis_keep_max, 0.0, 0.0) if args.synthesis_keep_max else
             (args.synthesis_keep_min, 1.0, args.q_one, args.refine_max) if args.synthesis_keep_min
             else None)
-    if args.refine_max and not args.synthesis_keep_min:
-        raise SystemExit("--refine-max applies to a --synthesis-keep-min run")
+    if args.refine_max and (args.synthesis_keep_max or args.finetune_decoder):
+        raise SystemExit("--refine-max applies to a full run or a --synthesis-keep-min run")
     model.mask_order = args.order
     files, val = split_train_validation(list_images(args.data))
     t0 = time.time()
@@ -417,7 +419,7 @@ def main(argv=None) -> int:
             memory_format=torch.channels_last)
         keep = (sample_band(args.batch, *band[:2], rng, *band[2:]) if band else
                 sample_keep(args.batch, args.q_min, rng, args.finetune_decoder,
-                            args.q_one, args.q_low)).to(device)
+                            args.q_one, args.q_low, args.refine_max)).to(device)
         loss, bpp, mse = train_step(model, opt, x, keep, args.lambda_min, args.lambda_max,
                                     args.q_min, args.precision == "bf16", args.z_weight)
         step += 1

@@ -267,3 +267,13 @@ def test_refinement_share_of_the_band():
     assert abs(len(top) / 4000 - 0.2) < 0.03
     assert float(top.max()) <= 1.4 and abs(float(top.mean()) - 1.2) < 0.02
     assert float(ks[ks <= 1].max()) <= 1.0 and float(ks.min()) >= 0.04
+
+
+def test_refinement_share_of_a_full_run():
+    """A full run's --refine-max draws its --q-one share as 1 + uniform(0, F); the rest keeps
+    sample_keep's draws, none above 1."""
+    ks = train.sample_keep(4000, 0.005, random.Random(5), q_one=0.15, q_low=0.4, refine_max=0.4)
+    top = ks[ks > 1]
+    assert abs(len(top) / 4000 - 0.15) < 0.03
+    assert float(top.max()) <= 1.4 and abs(float(top.mean()) - 1.2) < 0.02
+    assert float(ks[ks <= 1].max()) < 1.0 and float(ks.min()) >= 0.005
