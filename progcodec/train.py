@@ -90,14 +90,20 @@ def colour_jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 LOW_KEEP = 0.05
 
 
+def whole_file_keep(rng: random.Random, refine_max: float) -> float:
+    """The keep-fraction of a whole-file draw: 1, or with refine_max > 0, 1 + uniform(0,
+    refine_max), the whole latent with a refinement bit for that fraction of it (model.forward),
+    as the top of a file is decoded."""
+    return 1.0 + rng.uniform(0.0, refine_max) if refine_max else 1.0
+
+
 def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False,
                 q_one: float = 0.25, q_low: float = 0.0, refine_max: float = 0.0) -> torch.Tensor:
     """Keep-fractions: a share q_one at q = 1, the rest log-uniform in [q_min, 1]; with q_low > 0,
     that share of the rest is drawn log-uniform in [q_min, LOW_KEEP] instead (more weight on the
-    lowest cuts, where the curve trails JPEG 2000). refine_max > 0: the q = 1 share is
-    1 + uniform(0, refine_max), the whole latent with refinement bits (as sample_band). low_bias
-    (decoder fine-tuning, as in the WACV 2025 paper): 80% log-uniform in [q_min, 0.15], 20% in
-    [0.15, 1]."""
+    lowest cuts, where the curve trails JPEG 2000). refine_max > 0 adds refinement bits to the
+    q = 1 share (whole_file_keep). low_bias (decoder fine-tuning, as in the WACV 2025 paper):
+    80% log-uniform in [q_min, 0.15], 20% in [0.15, 1]."""
     def log_uniform(lo: float, hi: float) -> float:
         return math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
@@ -105,7 +111,7 @@ def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False
         if low_bias:
             return log_uniform(*((q_min, 0.15) if rng.random() < 0.8 else (0.15, 1.0)))
         if rng.random() < q_one:
-            return 1.0 + rng.uniform(0.0, refine_max) if refine_max else 1.0
+            return whole_file_keep(rng, refine_max)
         if q_low > 0 and rng.random() < q_low:
             return log_uniform(q_min, LOW_KEEP)
         return log_uniform(q_min, 1.0)
@@ -115,12 +121,9 @@ def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False
 def sample_band(n: int, lo: float, hi: float, rng: random.Random, q_one: float = 0.0,
                 refine_max: float = 0.0) -> torch.Tensor:
     """Keep-fractions for training one synthesis on its range: a share q_one at q = 1, the rest
-    log-uniform in [lo, hi]. With q_one = 0 no draw is spent on the share. refine_max > 0: the
-    share is 1 + uniform(0, refine_max) instead, the whole latent with a refinement bit for that
-    fraction of it (model.forward), as the top of a file is decoded."""
-    def whole() -> float:
-        return 1.0 + rng.uniform(0.0, refine_max) if refine_max else 1.0
-    return torch.tensor([whole() if q_one and rng.random() < q_one
+    log-uniform in [lo, hi]. With q_one = 0 no draw is spent on the share; refine_max > 0 adds
+    refinement bits to it (whole_file_keep)."""
+    return torch.tensor([whole_file_keep(rng, refine_max) if q_one and rng.random() < q_one
                          else math.exp(rng.uniform(math.log(lo), math.log(hi)))
                          for _ in range(n)])
 
