@@ -80,9 +80,13 @@ def colour_jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         f = crop.astype(np.float32)
         grey = f.mean(axis=2, keepdims=True)
-        s = math.exp(rng.uniform(math.log(0.7), math.log(1.5)))
+        s = log_uniform(rng, 0.7, 1.5)
         crop = np.clip(np.rint(grey + s * (f - grey)), 0, 255).astype(np.uint8)
     return crop
+
+
+def log_uniform(rng: random.Random | np.random.Generator, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
 # upper end of --q-low's band: about 0.15 bpp on Kodak with progcodec-v18 (mean keep-fraction
@@ -104,17 +108,14 @@ def sample_keep(n: int, q_min: float, rng: random.Random, low_bias: bool = False
     lowest cuts, where the curve trails JPEG 2000). refine_max > 0 adds refinement bits to the
     q = 1 share (whole_file_keep). low_bias (decoder fine-tuning, as in the WACV 2025 paper):
     80% log-uniform in [q_min, 0.15], 20% in [0.15, 1]."""
-    def log_uniform(lo: float, hi: float) -> float:
-        return math.exp(rng.uniform(math.log(lo), math.log(hi)))
-
     def one() -> float:
         if low_bias:
-            return log_uniform(*((q_min, 0.15) if rng.random() < 0.8 else (0.15, 1.0)))
+            return log_uniform(rng, *((q_min, 0.15) if rng.random() < 0.8 else (0.15, 1.0)))
         if rng.random() < q_one:
             return whole_file_keep(rng, refine_max)
         if q_low > 0 and rng.random() < q_low:
-            return log_uniform(q_min, LOW_KEEP)
-        return log_uniform(q_min, 1.0)
+            return log_uniform(rng, q_min, LOW_KEEP)
+        return log_uniform(rng, q_min, 1.0)
     return torch.tensor([one() for _ in range(n)])
 
 
@@ -124,7 +125,7 @@ def sample_band(n: int, lo: float, hi: float, rng: random.Random, q_one: float =
     log-uniform in [lo, hi]. With q_one = 0 no draw is spent on the share; refine_max > 0 adds
     refinement bits to it (whole_file_keep)."""
     return torch.tensor([whole_file_keep(rng, refine_max) if q_one and rng.random() < q_one
-                         else math.exp(rng.uniform(math.log(lo), math.log(hi)))
+                         else log_uniform(rng, lo, hi)
                          for _ in range(n)])
 
 
