@@ -20,7 +20,7 @@ from .model import ModelConfig, ProgressiveModel
 from .tables import CodingTables
 
 FORMAT = "progcodec-weights-1"
-DEFAULT_MODEL = "progcodec-v32"
+DEFAULT_MODEL = "progcodec-v33"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # a source checkout
 
 
