@@ -70,6 +70,10 @@ class CropSampler:
         return torch.from_numpy(out).permute(0, 3, 1, 2)  # uint8: 4x less to copy to a GPU
 
 
+def log_uniform(rng: random.Random | np.random.Generator, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
 def colour_jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Half the crops get their RGB channels permuted, half (independently) their saturation
     scaled by a log-uniform factor in [0.7, 1.5]. Tried because continuing training degraded the
@@ -83,10 +87,6 @@ def colour_jitter(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         s = log_uniform(rng, 0.7, 1.5)
         crop = np.clip(np.rint(grey + s * (f - grey)), 0, 255).astype(np.uint8)
     return crop
-
-
-def log_uniform(rng: random.Random | np.random.Generator, lo: float, hi: float) -> float:
-    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
 
 # upper end of --q-low's band: about 0.15 bpp on Kodak with progcodec-v18 (mean keep-fraction
